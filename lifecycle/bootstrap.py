@@ -1,0 +1,47 @@
+"""The composition root: build the app for the CLI, the worker, the web and the tests alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from lifecycle import db
+from lifecycle.config import Settings
+from lifecycle.effects import EFFECTS
+from lifecycle.engine import Tx
+from lifecycle.guards import GUARDS
+from lifecycle.timers import ANCHORS
+from lifecycle.workflow import Registries, Workflow, load_workflows
+
+REGISTRIES = Registries(guards=GUARDS, effects=EFFECTS, anchors=ANCHORS)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class App:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    workflows: dict[str, Workflow]
+    clock: Callable[[], datetime]
+
+    @contextmanager
+    def unit(self) -> Iterator[Tx]:
+        """A transaction for one use case: commits at the end, rolls back on any error."""
+        with db.transaction(self.sessions) as session:
+            yield Tx(session, self.settings, self.workflows, self.clock())
+
+
+def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> App:
+    """Load and validate the workflows, connect the database (no schema change here)."""
+    workflows = load_workflows(settings, REGISTRIES)
+    engine = db.make_engine(settings.database_url)
+    return App(settings, engine, db.session_factory(engine), workflows, clock)

@@ -1,0 +1,227 @@
+"""The `mentorlus` command for operators: exit 0 on success, 1 with a one-line reason otherwise."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from lifecycle import bootstrap, db, demo, engine, queries, services
+from lifecycle.bootstrap import App
+from lifecycle.config import ConfigError, load_settings
+from lifecycle.errors import Conflict, InvalidInput, MentorlusError, NotFound, Refused
+from lifecycle.workflow import WorkflowError
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidInput("--file", f"{path} does not exist") from None
+    except json.JSONDecodeError as error:
+        raise InvalidInput("--file", f"{path} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("--file", f"{path} must hold one JSON object")
+    return data
+
+
+def cmd_init(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    db.migrate(app.engine)
+    return {"database": app.settings.database_url, "status": "up to date"}
+
+
+def cmd_check(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    # Building the app already loaded and validated every workflow file.
+    return {
+        "workflows": {
+            name: {"states": len(w.states), "transitions": len(w.transitions), "file": str(w.path)}
+            for name, w in app.workflows.items()
+        },
+        "status": "ok",
+    }
+
+
+def cmd_application_submit(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    data = _read_json(args.file)
+    with app.unit() as tx:
+        case = services.submit_application(tx, data=data, actor_email=args.actor)
+        return {"id": case.ref, "state": case.state}
+
+
+def cmd_request_submit(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    data = _read_json(args.file)
+    with app.unit() as tx:
+        case = services.submit_request(tx, data=data, actor_email=args.actor)
+        return {"id": case.ref, "state": case.state}
+
+
+def cmd_case_list(app: App, args: argparse.Namespace) -> list[dict[str, Any]]:
+    with app.unit() as tx:
+        return queries.list_cases(tx, workflow=args.workflow, state=args.state)
+
+
+def cmd_case_show(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    with app.unit() as tx:
+        return queries.show_case(tx, args.id, role=args.role)
+
+
+def cmd_case_advance(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        values = json.loads(args.data) if args.data else {}
+    except json.JSONDecodeError as error:
+        raise InvalidInput("--data", f"not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise InvalidInput("--data", "must be a JSON object")
+    with app.unit() as tx:
+        override = ""
+        if args.reason:
+            if _takes_reason(tx, args.id, args.trigger):
+                values["reason"] = args.reason
+            else:
+                override = args.reason
+        event = services.advance_case(
+            tx,
+            ref=args.id,
+            trigger=args.trigger,
+            actor_email=args.actor,
+            values=values,
+            override_reason=override,
+            expected_version=args.expected_version,
+        )
+        return {
+            "id": args.id.upper(),
+            "trigger": event.trigger,
+            "from": event.from_state,
+            "to": event.to_state,
+        }
+
+
+def _takes_reason(tx: Any, ref: str, trigger: str) -> bool:
+    case, _ = engine.load_case(tx, ref)
+    return any(
+        field.name == "reason"
+        for spec in tx.workflows[case.workflow].transitions
+        if spec.trigger == trigger
+        for field in spec.fields
+    )
+
+
+def cmd_demo_load(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    db.migrate(app.engine)
+    return demo.load(app.settings)
+
+
+def _print_human(result: Any) -> None:
+    if isinstance(result, list):
+        for row in result:
+            print("  ".join(f"{value}" for value in row.values()))
+        if not result:
+            print("(none)")
+        return
+    for key, value in result.items():
+        if key == "timeline":
+            print("timeline:")
+            for entry in value:
+                print("  " + "  ".join(str(v) for v in entry.values() if v not in (None, "")))
+        elif isinstance(value, list):
+            print(f"{key}:")
+            for item in value:
+                print(
+                    "  "
+                    + (
+                        "  ".join(str(v) for v in item.values())
+                        if isinstance(item, dict)
+                        else str(item)
+                    )
+                )
+        else:
+            print(f"{key}: {value}")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="mentorlus", description="Run the Mentorlus service.")
+    top.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        group: Any, name: str, handler: Callable[..., Any], text: str
+    ) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = group.add_parser(name, help=text, description=text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    add(commands, "init", cmd_init, "create the database or upgrade it to the newest schema")
+    add(commands, "check", cmd_check, "validate config.toml and the workflow files")
+
+    application = commands.add_parser("application", help="mentor applications").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    sub = add(application, "submit", cmd_application_submit, "submit a mentor application")
+    sub.add_argument("--file", required=True, help="JSON file with the applicant and profile")
+    sub.add_argument("--actor", help="email of the coordinator entering it on someone's behalf")
+
+    request = commands.add_parser("request", help="mentoring requests").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    sub = add(request, "submit", cmd_request_submit, "submit a mentoring request")
+    sub.add_argument("--file", required=True, help="JSON file with mentee, mentor and question")
+    sub.add_argument("--actor", help="email of the coordinator entering it on someone's behalf")
+
+    case = commands.add_parser("case", help="list, show and advance cases").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    sub = add(case, "list", cmd_case_list, "list cases, oldest in their state first")
+    sub.add_argument("--state", help="only cases in this state")
+    sub.add_argument("--workflow", choices=["mentor_application", "mentoring"])
+    sub = add(case, "show", cmd_case_show, "show a case: state, next steps, timeline")
+    sub.add_argument("id", help="case ID, like A-12 or M-7")
+    sub.add_argument(
+        "--role",
+        default="coordinator",
+        help="list the next steps this role may take (default: coordinator)",
+    )
+    sub = add(case, "advance", cmd_case_advance, "fire a trigger on a case")
+    sub.add_argument("id", help="case ID, like A-12 or M-7")
+    sub.add_argument("trigger", help="the step, e.g. begin_review")
+    sub.add_argument("--actor", required=True, help="email of the person taking the step")
+    sub.add_argument("--data", help='the step\'s fields as JSON, e.g. \'{"message": "..."}\'')
+    sub.add_argument(
+        "--reason",
+        help="the step's reason, or the written reason for overriding a rule (e.g. mark_eligible)",
+    )
+    sub.add_argument(
+        "--expected-version",
+        type=int,
+        help="refuse with a conflict unless the case is still at this version",
+    )
+
+    demo_cmd = commands.add_parser("demo", help="demo data").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    add(demo_cmd, "load", cmd_demo_load, "load fictional demo data into the database")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        app = bootstrap.build(load_settings())
+        result = args.handler(app, args)
+    except (ConfigError, WorkflowError) as error:
+        print(f"mentorlus: configuration error: {error}", file=sys.stderr)
+        return 2
+    except Refused as error:
+        print(f"refused ({error.rule}): {error.reason}", file=sys.stderr)
+        return 1
+    except (Conflict, NotFound, InvalidInput, MentorlusError) as error:
+        kind = {Conflict: "conflict", NotFound: "not found", InvalidInput: "invalid input"}
+        print(f"{kind.get(type(error), 'error')}: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
+    else:
+        _print_human(result)
+    return 0

@@ -1,0 +1,104 @@
+"""Settings: `config.toml` (path from MENTORLUS_CONFIG), each key overridable by the environment."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "MENTORLUS_"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    programme_name: str
+    from_address: str
+    time_zone: ZoneInfo
+    language: str
+    max_open_requests: int
+    committee_size: int
+    smtp_host: str
+    smtp_port: int
+    workflows_dir: Path = PROJECT_ROOT / "workflows"
+    templates_dir: Path = PROJECT_ROOT / "email_templates"
+    # {workflow: {state: {timer name: duration}}}
+    timer_overrides: Mapping[str, Mapping[str, Mapping[str, timedelta]]] = field(
+        default_factory=dict
+    )
+
+
+def parse_duration(text: str, *, key: str) -> timedelta:
+    """Parse "3d", "12h" or "-2d" into a timedelta."""
+    value = text.strip()
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    if len(value) < 2 or value[-1] not in units:
+        raise ConfigError(f"{key}: {text!r} is not a duration like '3d', '12h' or '-2d'")
+    try:
+        amount = int(value[:-1])
+    except ValueError:
+        raise ConfigError(f"{key}: {text!r} is not a duration like '3d', '12h' or '-2d'") from None
+    return timedelta(**{units[value[-1]]: amount})
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the config file and the environment into Settings."""
+    environ = os.environ if environ is None else environ
+    path = path or Path(environ.get("MENTORLUS_CONFIG", PROJECT_ROOT / "config.toml"))
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    _apply_env(raw, environ)
+
+    def get(section: str, key: str) -> Any:
+        try:
+            return raw[section][key]
+        except KeyError:
+            raise ConfigError(f"{path}: [{section}] {key} is missing") from None
+
+    overrides = {
+        workflow: {
+            state: {
+                name: parse_duration(str(value), key=f"timers.{workflow}.{state}.{name}")
+                for name, value in timers.items()
+            }
+            for state, timers in states.items()
+        }
+        for workflow, states in raw.get("timers", {}).items()
+    }
+    return Settings(
+        database_url=str(get("database", "url")),
+        programme_name=str(get("programme", "name")),
+        from_address=str(get("programme", "from_address")),
+        time_zone=ZoneInfo(str(get("programme", "time_zone"))),
+        language=str(get("programme", "language")),
+        max_open_requests=int(get("programme", "max_open_requests")),
+        committee_size=int(get("programme", "committee_size")),
+        smtp_host=str(get("smtp", "host")),
+        smtp_port=int(get("smtp", "port")),
+        timer_overrides=overrides,
+    )

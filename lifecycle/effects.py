@@ -1,0 +1,243 @@
+"""Named effects: what a step records besides the state, run inside the step's transaction.
+
+An effect may refuse (raise Refused); the transaction then leaves everything as it was.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from lifecycle.errors import Refused
+from lifecycle.guards import interview_held
+from lifecycle.models import (
+    Agreement,
+    Application,
+    CommitteeVote,
+    Feedback,
+    Meeting,
+    Person,
+    Relation,
+    Signature,
+)
+from lifecycle.workflow import Context, Effect
+
+
+def _application(ctx: Context) -> Application:
+    assert isinstance(ctx.subject, Application)
+    return ctx.subject
+
+
+def _relation(ctx: Context) -> Relation:
+    assert isinstance(ctx.subject, Relation)
+    return ctx.subject
+
+
+def _party(ctx: Context) -> str:
+    """Which side of the relation the actor speaks for."""
+    for party in ("mentor", "mentee"):
+        if party in ctx.roles:
+            return party
+    raise Refused("only the mentor or the mentee can do this", rule="role")
+
+
+def _actor_id(ctx: Context) -> int | None:
+    return ctx.actor.id if ctx.actor else None
+
+
+# -- mentor application -----------------------------------------------------------------------
+
+
+def verify_evidence(ctx: Context) -> None:
+    kind = ctx.values["kind"]
+    items = [item for item in _application(ctx).evidence if item.kind == kind]
+    if not items:
+        raise Refused(f"the application declares no {kind} evidence", rule="evidence")
+    for item in items:
+        item.verified_by_id = _actor_id(ctx)
+        item.verified_at = ctx.now
+
+
+def schedule_interview(ctx: Context) -> None:
+    application = _application(ctx)
+    if any(seat.vote is not None for seat in application.votes):
+        raise Refused(
+            "the committee has already started voting; the interview cannot move",
+            rule="interview_scheduled",
+        )
+    emails = list(dict.fromkeys(ctx.values["committee"]))
+    size = ctx.settings.committee_size
+    if len(emails) != size:
+        raise Refused(
+            f"the evaluation committee has {size} members; {len(emails)} given",
+            rule="committee_size",
+        )
+    members = ctx.session.scalars(select(Person).where(Person.email.in_(emails))).all()
+    found = {member.email: member for member in members}
+    for email in emails:
+        member = found.get(email)
+        if member is None or member.role != "committee":
+            raise Refused(
+                f"{email} is not a member of the evaluation committee", rule="committee_member"
+            )
+    for seat in list(application.votes):
+        ctx.session.delete(seat)
+    application.votes.clear()
+    ctx.session.flush()
+    application.votes.extend(
+        CommitteeVote(application_id=application.id, member_id=found[email].id) for email in emails
+    )
+    application.interview_at = ctx.values["interview_at"]
+    application.interview_place = ctx.values["place"]
+
+
+def record_vote(ctx: Context) -> None:
+    application = _application(ctx)
+    vote = ctx.values["vote"]
+    seat = next((s for s in application.votes if ctx.actor and s.member_id == ctx.actor.id), None)
+    if seat is None:
+        raise Refused("only a member of this interview's committee can vote", rule="role")
+    if vote != "recuse":
+        refusal = interview_held(ctx)
+        if refusal:
+            raise Refused(refusal, rule="interview_held")
+    seat.vote = vote
+    seat.notes = ctx.values.get("notes", "")
+    seat.voted_at = ctx.now
+
+
+# -- mentoring relation -----------------------------------------------------------------------
+
+
+def add_meeting(ctx: Context) -> None:
+    relation = _relation(ctx)
+    relation.meetings.append(
+        Meeting(
+            relation_id=relation.id,
+            starts_at=ctx.values["starts_at"],
+            place=ctx.values.get("place", ""),
+            notes=ctx.values.get("notes", ""),
+        )
+    )
+
+
+def record_goes_on(ctx: Context) -> None:
+    relation = _relation(ctx)
+    if _party(ctx) == "mentor":
+        relation.mentor_goes_on_at = ctx.now
+    else:
+        relation.mentee_goes_on_at = ctx.now
+
+
+def draft_agreement(ctx: Context) -> None:
+    """Write the draft: the newest version, which is never the one in force in these states."""
+    relation = _relation(ctx)
+    values = ctx.values
+    if values["ends_on"] <= values["starts_on"]:
+        raise Refused("the agreement must end after it starts", rule="time_frame")
+    if not values["confidentiality"]:
+        raise Refused("the agreement must guarantee confidentiality", rule="confidentiality")
+    draft = relation.agreements[-1] if relation.agreements else None
+    if draft is None:
+        draft = Agreement(relation_id=relation.id, version=1, question=relation.question)
+        relation.agreements.append(draft)
+    else:
+        # A changed draft must be signed again by both.
+        for signature in list(draft.signatures):
+            ctx.session.delete(signature)
+        draft.signatures.clear()
+    draft.question = values.get("question") or draft.question
+    draft.goal = values["goal"]
+    draft.starts_on = values["starts_on"]
+    draft.ends_on = values["ends_on"]
+    draft.meeting_rhythm = values["meeting_rhythm"]
+    draft.fee = values.get("fee", "")
+    draft.confidentiality = True
+    draft.drafted_at = ctx.now
+
+
+def sign_agreement(ctx: Context) -> None:
+    relation = _relation(ctx)
+    party = _party(ctx)
+    if not relation.agreements:
+        raise Refused("no agreement has been drafted yet", rule="agreement_drafted")
+    current = relation.agreements[-1]
+    if current.signed_by(party):
+        raise Refused(
+            f"the {party} has already signed version {current.version}", rule="already_signed"
+        )
+    current.signatures.append(Signature(agreement_id=current.id, party=party, signed_at=ctx.now))
+
+
+def reframe_agreement(ctx: Context) -> None:
+    relation = _relation(ctx)
+    previous = relation.agreements[-1]
+    relation.agreements.append(
+        Agreement(
+            relation_id=relation.id,
+            version=previous.version + 1,
+            question=ctx.values["question"],
+            goal=ctx.values.get("goal") or previous.goal,
+            starts_on=previous.starts_on,
+            ends_on=previous.ends_on,
+            meeting_rhythm=previous.meeting_rhythm,
+            fee=previous.fee,
+            confidentiality=True,
+            drafted_at=ctx.now,
+        )
+    )
+
+
+def record_outcome(ctx: Context) -> None:
+    _relation(ctx).outcome = ctx.values["outcome"]
+
+
+def record_not_continued(ctx: Context) -> None:
+    _relation(ctx).outcome = "not_continued"
+
+
+def record_cancelled(ctx: Context) -> None:
+    _relation(ctx).outcome = "cancelled"
+
+
+def record_feedback(ctx: Context) -> None:
+    relation = _relation(ctx)
+    _party(ctx)
+    assert ctx.actor is not None
+    given = ctx.session.scalar(
+        select(Feedback.id).where(
+            Feedback.relation_id == relation.id, Feedback.person_id == ctx.actor.id
+        )
+    )
+    if given is not None:
+        raise Refused("you have already given feedback on this mentoring", rule="feedback_given")
+    rating = ctx.values["rating"]
+    if not 1 <= rating <= 5:
+        raise Refused("the rating is from 1 to 5", rule="rating")
+    ctx.session.add(
+        Feedback(
+            relation_id=relation.id,
+            person_id=ctx.actor.id,
+            rating=rating,
+            comment=ctx.values.get("comment", ""),
+            given_at=ctx.now,
+        )
+    )
+
+
+EFFECTS: dict[str, Effect] = {
+    effect.__name__: effect
+    for effect in (
+        verify_evidence,
+        schedule_interview,
+        record_vote,
+        add_meeting,
+        record_goes_on,
+        draft_agreement,
+        sign_agreement,
+        reframe_agreement,
+        record_outcome,
+        record_not_continued,
+        record_cancelled,
+        record_feedback,
+    )
+}

@@ -1,0 +1,178 @@
+"""Read-side views of cases for the CLI (and later the console): no confidential content."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from lifecycle.engine import Tx, load_case
+from lifecycle.models import (
+    APPLICATION,
+    Application,
+    AuditEvent,
+    Case,
+    MentorProfile,
+    OutboxMessage,
+    Person,
+    Relation,
+    Timer,
+)
+from lifecycle.qualifications import evaluate
+
+
+def _iso(moment: datetime | None, tx: Tx) -> str | None:
+    return (
+        moment.astimezone(tx.settings.time_zone).isoformat(timespec="minutes") if moment else None
+    )
+
+
+def _people(subject: Application | Relation) -> dict[str, Any]:
+    if isinstance(subject, Application):
+        return {"applicant": subject.person.name}
+    return {"mentor": subject.mentor.name, "mentee": subject.mentee.name, "topic": subject.topic}
+
+
+def list_cases(
+    tx: Tx, *, workflow: str | None = None, state: str | None = None
+) -> list[dict[str, Any]]:
+    """Cases, oldest state entry first, with who is involved (never the question)."""
+    query = select(Case).order_by(Case.state_entered_at, Case.id)
+    if workflow:
+        query = query.where(Case.workflow == workflow)
+    if state:
+        query = query.where(Case.state == state)
+    cases = tx.session.scalars(query).all()
+    ids = [case.id for case in cases]
+    subjects: dict[int, Application | Relation] = {}
+    for application in tx.session.scalars(select(Application).where(Application.case_id.in_(ids))):
+        subjects[application.case_id] = application
+    for relation in tx.session.scalars(select(Relation).where(Relation.case_id.in_(ids))):
+        subjects[relation.case_id] = relation
+    lang = tx.settings.language
+    return [
+        {
+            "id": case.ref,
+            "workflow": case.workflow,
+            "state": case.state,
+            "state_label": tx.workflows[case.workflow].state(case.state).label[lang],
+            "since": _iso(case.state_entered_at, tx),
+            "version": case.version,
+            **_people(subjects[case.id]),
+        }
+        for case in cases
+    ]
+
+
+def show_case(tx: Tx, ref: str, *, role: str = "coordinator") -> dict[str, Any]:
+    """One case: state, the steps `role` may take now, qualification rules, timeline."""
+    case, subject = load_case(tx, ref)
+    workflow = tx.workflows[case.workflow]
+    lang = tx.settings.language
+    state = workflow.state(case.state)
+    detail: dict[str, Any] = {
+        "id": case.ref,
+        "workflow": case.workflow,
+        "state": case.state,
+        "state_label": state.label[lang],
+        "action": state.action[lang] if state.action else None,
+        "version": case.version,
+        "opened": _iso(case.opened_at, tx),
+        "since": _iso(case.state_entered_at, tx),
+        **_people(subject),
+        "next_steps": [
+            {
+                "trigger": spec.trigger,
+                "label": spec.label[lang],
+                "fields": [
+                    {
+                        "name": f.name,
+                        "type": f.type,
+                        "required": f.required,
+                        **({"choices": list(f.choices)} if f.choices else {}),
+                    }
+                    for f in spec.fields
+                ],
+            }
+            for spec in workflow.triggers_for(case.state, frozenset({role}))
+        ],
+    }
+    if case.workflow == APPLICATION:
+        assert isinstance(subject, Application)
+        detail["qualifications"] = _qualifications(tx, subject)
+    else:
+        assert isinstance(subject, Relation)
+        detail["outcome"] = subject.outcome
+    detail["timeline"] = _timeline(tx, case)
+    return detail
+
+
+def _qualifications(tx: Tx, application: Application) -> list[dict[str, Any]]:
+    profile = tx.session.scalar(
+        select(MentorProfile).where(MentorProfile.person_id == application.person_id)
+    )
+    if profile is None:
+        return []
+    today = tx.now.astimezone(tx.settings.time_zone).date()
+    verified = {item.kind: item.verified_at is not None for item in application.evidence}
+    return [
+        {
+            "rule": r.rule,
+            "passed": r.passed,
+            "required": r.required,
+            "explanation": r.explanation,
+            "verified": verified.get(r.rule),
+        }
+        for r in evaluate(profile, today=today)
+    ]
+
+
+def _timeline(tx: Tx, case: Case) -> list[dict[str, Any]]:
+    events = tx.session.scalars(
+        select(AuditEvent).where(AuditEvent.case_id == case.id).order_by(AuditEvent.id)
+    ).all()
+    timers = tx.session.scalars(
+        select(Timer).where(Timer.case_id == case.id).order_by(Timer.due_at)
+    ).all()
+    messages = tx.session.scalars(
+        select(OutboxMessage).where(OutboxMessage.case_id == case.id).order_by(OutboxMessage.id)
+    ).all()
+    ids = {e.actor_id for e in events} | {m.to_person_id for m in messages}
+    names = dict(
+        tx.session.execute(select(Person.id, Person.name).where(Person.id.in_(ids))).tuples().all()
+    )
+    entries: list[dict[str, Any]] = [
+        {
+            "at": _iso(event.at, tx),
+            "kind": "step",
+            "trigger": event.trigger,
+            "from": event.from_state,
+            "to": event.to_state,
+            "actor": names[event.actor_id] if event.actor_id else "system",
+            "role": event.actor_role,
+            "comment": event.comment,
+        }
+        for event in events
+    ]
+    entries += [
+        {
+            "at": _iso(timer.due_at, tx),
+            "kind": "timer",
+            "name": timer.name,
+            "state": timer.state,
+            "status": timer.status,
+        }
+        for timer in timers
+    ]
+    entries += [
+        {
+            "at": _iso(message.created_at, tx),
+            "kind": "email",
+            "template": message.template,
+            "to": names.get(message.to_person_id),
+            "status": message.status,
+        }
+        for message in messages
+    ]
+    return sorted(entries, key=lambda entry: entry["at"] or "")

@@ -1,0 +1,280 @@
+"""Use cases: submit an application, submit a mentoring request, advance a case.
+
+Each runs inside the caller's transaction (a Tx) and never commits on its own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select
+
+from lifecycle import engine
+from lifecycle.engine import Tx
+from lifecycle.errors import InvalidInput, NotFound, Refused
+from lifecycle.models import (
+    APPLICATION,
+    CREDENTIAL_KINDS,
+    DEGREE_LEVELS,
+    FORMATS,
+    LANGUAGES,
+    MENTORING,
+    TOPICS,
+    Application,
+    AuditEvent,
+    Case,
+    Credential,
+    Evidence,
+    IntakeRound,
+    MentorProfile,
+    Person,
+    Relation,
+)
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+OPEN_APPLICATION_STATES = ("submitted", "eligibility", "awaiting_info", "interview")
+
+
+# -- input ---------------------------------------------------------------------------------------
+
+
+def _text(
+    data: Mapping[str, Any],
+    key: str,
+    *,
+    required: bool = True,
+    multiline: bool = False,
+    default: str = "",
+) -> str:
+    value = data.get(key)
+    if value is None or str(value).strip() == "":
+        if required:
+            raise InvalidInput(key, "is required")
+        return default
+    text = str(value).strip()
+    if not multiline and CONTROL.search(text):
+        raise InvalidInput(key, "must be one line without control characters")
+    return text
+
+
+def _email(data: Mapping[str, Any], key: str = "email") -> str:
+    address = _text(data, key).lower()
+    if not EMAIL.match(address) or CONTROL.search(address):
+        raise InvalidInput(key, f"'{address}' is not an email address")
+    return address
+
+
+def _int(data: Mapping[str, Any], key: str, *, minimum: int, default: int | None = None) -> int:
+    value = data.get(key, default)
+    if isinstance(value, bool) or value is None:
+        raise InvalidInput(key, "must be a whole number")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(key, "must be a whole number") from None
+    if number < minimum:
+        raise InvalidInput(key, f"must be at least {minimum}")
+    return number
+
+
+def _bool(data: Mapping[str, Any], key: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidInput(key, "must be true or false")
+    return value
+
+
+def _choices(data: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> list[str]:
+    value = data.get(key) or []
+    items = [value] if isinstance(value, str) else list(value)
+    if not items:
+        raise InvalidInput(key, f"choose at least one of {', '.join(allowed)}")
+    for item in items:
+        if item not in allowed:
+            raise InvalidInput(key, f"'{item}' is not one of {', '.join(allowed)}")
+    return list(dict.fromkeys(items))
+
+
+def _choice(data: Mapping[str, Any], key: str, allowed: tuple[str, ...], default: str) -> str:
+    value = data.get(key) or default
+    if value not in allowed:
+        raise InvalidInput(key, f"'{value}' is not one of {', '.join(allowed)}")
+    return str(value)
+
+
+def upsert_person(tx: Tx, data: Mapping[str, Any]) -> Person:
+    """The person with this email, created or brought up to date from what they typed."""
+    email = _email(data)
+    person = tx.session.scalar(select(Person).where(Person.email == email))
+    if person is None:
+        person = Person(email=email, created_at=tx.now, role=None)
+        tx.session.add(person)
+    person.name = _text(data, "name")
+    person.language = _choice(data, "language", LANGUAGES, tx.settings.language)
+    person.organisation = _text(data, "organisation", required=False)
+    person.region = _text(data, "region", required=False)
+    return person
+
+
+def person_by_email(tx: Tx, email: str) -> Person:
+    person = tx.session.scalar(select(Person).where(Person.email == email.strip().lower()))
+    if person is None:
+        raise NotFound(f"no person with the email {email}")
+    return person
+
+
+# -- use cases -------------------------------------------------------------------------------
+
+
+def submit_application(tx: Tx, *, data: Mapping[str, Any], actor_email: str | None = None) -> Case:
+    """A mentor application from the public form, or entered by a coordinator (actor_email)."""
+    applicant = upsert_person(tx, data)
+    tx.session.flush()
+    actor = person_by_email(tx, actor_email) if actor_email else applicant
+    open_application = tx.session.scalar(
+        select(Case)
+        .join(Application, Application.case_id == Case.id)
+        .where(Application.person_id == applicant.id, Case.state.in_(OPEN_APPLICATION_STATES))
+    )
+    if open_application is not None:
+        raise Refused(
+            f"{applicant.email} already has an open application {open_application.ref}",
+            rule="one_open_application",
+        )
+    profile = tx.session.scalar(
+        select(MentorProfile).where(MentorProfile.person_id == applicant.id)
+    ) or MentorProfile(person_id=applicant.id)
+    profile.degree_level = _choice(data, "degree_level", DEGREE_LEVELS, "none")
+    profile.degree_field = _text(data, "degree_field", required=profile.degree_level != "none")
+    profile.degree_in_social_work = _bool(data, "degree_in_social_work")
+    profile.years_in_social_field = _int(data, "years_in_social_field", minimum=0)
+    profile.topics = _choices(data, "topics", TOPICS)
+    profile.background = _text(data, "background", multiline=True)
+    profile.regions = [str(r) for r in data.get("regions") or [applicant.region] if r]
+    profile.languages = _choices(data, "languages", LANGUAGES)
+    profile.formats = _choices(data, "formats", FORMATS)
+    profile.capacity = _int(data, "capacity", minimum=1, default=2)
+    profile.fee_note = _text(data, "fee_note", required=False, multiline=True)
+    tx.session.add(profile)
+    credentials = _credentials(data)
+    tx.session.flush()
+    for credential in profile.credentials:
+        tx.session.delete(credential)
+    profile.credentials = credentials
+
+    round_id = tx.session.scalar(
+        select(IntakeRound.id).where(
+            IntakeRound.opens_at <= tx.now,
+            IntakeRound.closes_at > tx.now,
+            IntakeRound.cancelled_at.is_(None),
+        )
+    )
+    application = Application(
+        person_id=applicant.id, intake_round_id=round_id, submitted_at=tx.now, person=applicant
+    )
+    documents = data.get("documents") or {}
+    degree = f"{profile.degree_level} in {profile.degree_field or '—'}"
+    if profile.degree_in_social_work:
+        degree += " (social work)"
+    application.evidence = [
+        Evidence(kind="degree", declared=degree, document_name=documents.get("degree")),
+        Evidence(
+            kind="experience",
+            declared=f"{profile.years_in_social_field} years",
+            document_name=documents.get("experience"),
+        ),
+        *(
+            Evidence(
+                kind="credential",
+                declared=f"{c.kind}, {c.issuer}, {c.year}"
+                + (f", valid until {c.valid_until}" if c.valid_until else ""),
+                document_name=documents.get("credential"),
+            )
+            for c in credentials
+        ),
+    ]
+    case, _ = engine.open_case(
+        tx,
+        workflow=tx.workflows[APPLICATION],
+        subject=application,
+        actor=actor,
+        roles=engine.roles_on(application, actor),
+    )
+    return case
+
+
+def _credentials(data: Mapping[str, Any]) -> list[Credential]:
+    credentials = []
+    for index, item in enumerate(data.get("credentials") or []):
+        key = f"credentials[{index}]"
+        kind = item.get("kind")
+        if kind not in CREDENTIAL_KINDS:
+            raise InvalidInput(f"{key}.kind", f"must be one of {', '.join(CREDENTIAL_KINDS)}")
+        valid_until = item.get("valid_until")
+        try:
+            until = date.fromisoformat(valid_until) if valid_until else None
+        except ValueError:
+            raise InvalidInput(f"{key}.valid_until", "must be a date like 2028-12-31") from None
+        credentials.append(
+            Credential(
+                kind=kind,
+                issuer=_text(item, "issuer"),
+                year=_int(item, "year", minimum=1950),
+                valid_until=until,
+            )
+        )
+    return credentials
+
+
+def submit_request(tx: Tx, *, data: Mapping[str, Any], actor_email: str | None = None) -> Case:
+    """A mentee asks a listed mentor for mentoring on one topic and one concrete question."""
+    mentor = person_by_email(tx, _email(data, "mentor"))
+    mentee = upsert_person(tx, data)
+    tx.session.flush()
+    actor = person_by_email(tx, actor_email) if actor_email else mentee
+    relation = Relation(
+        mentor_id=mentor.id,
+        mentee_id=mentee.id,
+        mentor=mentor,
+        mentee=mentee,
+        topic=_choice(data, "topic", TOPICS, ""),
+        question=_text(data, "question", multiline=True),
+        mentee_is_manager=_bool(data, "is_manager"),
+        mentee_organisation=mentee.organisation,
+        requested_at=tx.now,
+    )
+    case, _ = engine.open_case(
+        tx,
+        workflow=tx.workflows[MENTORING],
+        subject=relation,
+        actor=actor,
+        roles=engine.roles_on(relation, actor),
+    )
+    return case
+
+
+def advance_case(
+    tx: Tx,
+    *,
+    ref: str,
+    trigger: str,
+    actor_email: str | None,
+    values: Mapping[str, Any] | None = None,
+    override_reason: str = "",
+    expected_version: int | None = None,
+) -> AuditEvent:
+    """Advance a case as the person with this email (None: the system, as timers do)."""
+    actor = person_by_email(tx, actor_email) if actor_email else None
+    return engine.advance(
+        tx,
+        ref=ref,
+        trigger=trigger,
+        actor=actor,
+        values=dict(values or {}),
+        override_reason=override_reason,
+        expected_version=expected_version,
+    )

@@ -1,0 +1,78 @@
+"""Durable timers: the rows a state's timers become, kept in step with the case on every step."""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+
+from sqlalchemy import select
+
+from lifecycle.models import Application, Relation, Timer
+from lifecycle.workflow import Anchor, Context, Workflow
+
+# Dates without a time (the agreement's end) count from this local hour.
+ANCHOR_HOUR = time(9, 0)
+
+
+def interview_at(ctx: Context) -> datetime | None:
+    return ctx.subject.interview_at if isinstance(ctx.subject, Application) else None
+
+
+def first_meeting_at(ctx: Context) -> datetime | None:
+    if isinstance(ctx.subject, Relation) and ctx.subject.meetings:
+        return ctx.subject.meetings[0].starts_at
+    return None
+
+
+def agreement_ends_on(ctx: Context) -> datetime | None:
+    if not isinstance(ctx.subject, Relation) or not ctx.subject.agreements:
+        return None
+    signed = [a for a in ctx.subject.agreements if a.signed_by("mentor") and a.signed_by("mentee")]
+    if not signed:
+        return None
+    return datetime.combine(signed[-1].ends_on, ANCHOR_HOUR, tzinfo=ctx.settings.time_zone)
+
+
+ANCHORS: dict[str, Anchor] = {
+    anchor.__name__: anchor for anchor in (interview_at, first_meeting_at, agreement_ends_on)
+}
+
+
+def reconcile(ctx: Context, workflow: Workflow) -> None:
+    """Cancel the pending timers the case no longer needs; create the ones its state declares.
+
+    Timers belong to one entry into a state (the case's entry event): leaving the state
+    cancels them, and a moved anchor (a rescheduled interview) moves them.
+    """
+    case = ctx.case
+    desired = {}
+    for spec in workflow.state(case.state).timers:
+        anchor = (
+            case.state_entered_at if spec.anchor == "state_entry" else ANCHORS[spec.anchor](ctx)
+        )
+        if anchor is not None:
+            desired[(spec.name, anchor + spec.after)] = spec
+    timers = ctx.session.scalars(select(Timer).where(Timer.case_id == case.id)).all()
+    for timer in timers:
+        wanted = timer.entry_event_id == case.entry_event_id and (
+            (timer.name, timer.due_at) in desired
+        )
+        if timer.status == "pending" and not wanted:
+            timer.status = "cancelled"
+            timer.finished_at = ctx.now
+    existing = {
+        (timer.name, timer.due_at)
+        for timer in timers
+        if timer.entry_event_id == case.entry_event_id
+    }
+    assert case.entry_event_id is not None
+    for name, due_at in desired.keys() - existing:
+        ctx.session.add(
+            Timer(
+                case_id=case.id,
+                entry_event_id=case.entry_event_id,
+                state=case.state,
+                name=name,
+                due_at=due_at,
+                status="pending",
+            )
+        )

@@ -1,0 +1,109 @@
+"""Fixtures: an app on a real SQLite file or a real PostgreSQL database, with a manual clock.
+
+PostgreSQL: set MENTORLUS_TEST_DATABASE_URL to a server where the user may create
+databases (.ci/run does). Without it those tests skip — except under CI=true, where
+they fail, so a CI run never passes without PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+
+from lifecycle import bootstrap, db, scenarios
+from lifecycle.bootstrap import App
+from lifecycle.config import Settings, load_settings
+from lifecycle.scenarios import ManualClock
+
+PG_URL = os.environ.get("MENTORLUS_TEST_DATABASE_URL")
+START = datetime(2026, 9, 1, 7, 0, tzinfo=UTC)
+
+COORDINATOR = "liis.lepik@esta.example"
+COMMITTEE = ["helle.hein@esta.example", "toomas.tuul@esta.example", "sirje.saar@esta.example"]
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file; each test gets a copy of it."""
+    path = tmp_path_factory.mktemp("template") / "mentorlus.db"
+    engine = db.make_engine(f"sqlite:///{path}")
+    db.migrate(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated template database; each test gets a fresh copy of it."""
+    if not PG_URL:
+        if os.environ.get("CI") == "true":
+            pytest.fail("MENTORLUS_TEST_DATABASE_URL is not set: PostgreSQL tests must run in CI")
+        pytest.skip("PostgreSQL not configured (set MENTORLUS_TEST_DATABASE_URL)")
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    name = f"mentorlus_tpl_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    engine = db.make_engine(url)
+    db.migrate(engine)
+    engine.dispose()
+    yield name
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(
+    backend: str, tmp_path: os.PathLike[str], request: pytest.FixtureRequest
+) -> Iterator[str]:
+    if backend == "sqlite":
+        path = Path(tmp_path) / "mentorlus.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    template = request.getfixturevalue("pg_template")
+    assert PG_URL
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    name = f"mentorlus_t_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return replace(load_settings(environ={}), database_url=database_url)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture
+def app(settings: Settings, clock: ManualClock) -> Iterator[App]:
+    built = bootstrap.build(settings, clock=clock)
+    scenarios.add_staff(built, name="Liis Lepik", email=COORDINATOR, role="coordinator")
+    for index, email in enumerate(COMMITTEE):
+        scenarios.add_staff(
+            built, name=f"Komisjoniliige {index + 1}", email=email, role="committee"
+        )
+    yield built
+    built.engine.dispose()
