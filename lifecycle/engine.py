@@ -94,7 +94,9 @@ def _record(
 ) -> AuditEvent:
     case = ctx.case
     moved = case.state != from_state
-    case.updated_at = tx.now  # every step bumps the version, so a stale page gets a conflict
+    if from_state is not None:
+        case.version += 1  # every step, even one that keeps the state: a stale page conflicts
+    case.updated_at = tx.now
     if moved:
         case.state_entered_at = tx.now
     event = AuditEvent(
@@ -137,6 +139,7 @@ def open_case(
     case = Case(
         workflow=workflow.name,
         state=start.dest or "",
+        version=1,
         opened_at=tx.now,
         updated_at=tx.now,
         state_entered_at=tx.now,
@@ -188,11 +191,11 @@ def advance(
         dict(values or {}),
         override_reason.strip(),
     )
-    from_state = case.state
+    from_state, case_ref = case.state, case.ref
     try:
         spec = workflow.fire(ctx, trigger)
         return _record(tx, ctx, workflow, spec, from_state)
     except StaleDataError:
         raise Conflict(
-            f"case {case.ref} was changed by someone else at the same time; reload it and try again"
+            f"case {case_ref} was changed by someone else at the same time; reload it and try again"
         ) from None

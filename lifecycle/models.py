@@ -151,7 +151,8 @@ class Case(Base):
     # The audit event that entered the current state: timers hang off it.
     entry_event_id: Mapped[int | None] = mapped_column(Integer)
 
-    __mapper_args__ = {"version_id_col": version}
+    # The engine bumps the version once per step; the UPDATE checks the version it read.
+    __mapper_args__ = {"version_id_col": version, "version_id_generator": False}
     __table_args__ = (Index("ix_cases_workflow_state", "workflow", "state"),)
 
     @property

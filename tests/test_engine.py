@@ -1,0 +1,187 @@
+"""The transition path as a whole: one transaction, conflicts, rollback, concurrent writers."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import func, select
+
+from lifecycle import engine, outbox, scenarios, services
+from lifecycle.bootstrap import App
+from lifecycle.engine import Tx
+from lifecycle.errors import Conflict, NotFound, Refused
+from lifecycle.models import AuditEvent, Base, Case, OutboxMessage, Timer
+from lifecycle.scenarios import ManualClock
+from tests.conftest import COMMITTEE, COORDINATOR
+
+MENTOR = "mentor@example.org"
+MENTEE = "mentee@example.org"
+
+
+def _listed_mentor_and_request(app: App, clock: ManualClock) -> str:
+    ref = scenarios.submit_application(app, scenarios.applicant(MENTOR, "Kadri Kuusk"),
+                                       actor=COORDINATOR)
+    scenarios.bring_application(app, clock, ref, "listed", coordinator=COORDINATOR,
+                                committee=COMMITTEE, applicant_email=MENTOR)
+    return scenarios.submit_request(app, scenarios.mentee(MENTEE, "Margus Mänd", MENTOR))
+
+
+def _snapshot(app: App, ref: str) -> dict[str, Any]:
+    """Everything a step may change on a case."""
+    with app.unit() as tx:
+        case, _ = engine.load_case(tx, ref)
+        return {
+            "state": case.state,
+            "version": case.version,
+            "events": tx.session.scalar(
+                select(func.count()).select_from(AuditEvent).where(AuditEvent.case_id == case.id)
+            ),
+            "timers": sorted(
+                (t.name, t.status)
+                for t in tx.session.scalars(select(Timer).where(Timer.case_id == case.id))
+            ),
+            "emails": tx.session.scalar(
+                select(func.count()).select_from(OutboxMessage)
+                .where(OutboxMessage.case_id == case.id)
+            ),
+        }
+
+
+def test_the_migrations_create_exactly_the_schema_of_the_models(app: App) -> None:
+    with app.engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+
+
+def test_a_step_writes_state_audit_timers_and_emails_together(
+    app: App, clock: ManualClock
+) -> None:
+    ref = _listed_mentor_and_request(app, clock)
+    before = _snapshot(app, ref)
+    clock.advance(hours=5)
+    scenarios.step(app, ref, "accept", MENTOR)
+    after = _snapshot(app, ref)
+    assert (before["state"], after["state"]) == ("requested", "first_meeting")
+    assert after["version"] == before["version"] + 1
+    assert after["events"] == before["events"] + 1
+    assert ("remind_mentor", "cancelled") in after["timers"]
+    assert ("expire", "cancelled") in after["timers"]
+    assert ("meeting_date_missing", "pending") in after["timers"]
+    assert after["emails"] == before["emails"] + 2  # request_accepted to both parties
+    with app.unit() as tx:
+        event = tx.session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc())).first()
+        assert event is not None
+        assert (event.trigger, event.from_state, event.to_state, event.actor_role) == (
+            "accept", "requested", "first_meeting", "mentor")
+        assert event.at == clock.now
+
+
+def test_a_failure_inside_a_step_leaves_the_case_exactly_as_it_was(
+    app: App, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ref = _listed_mentor_and_request(app, clock)
+    before = _snapshot(app, ref)
+
+    def broken_enqueue(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the outbox table is on fire")
+
+    # The outbox is written last, after the state, the audit event and the timers.
+    monkeypatch.setattr(outbox, "enqueue", broken_enqueue)
+    with pytest.raises(RuntimeError):
+        scenarios.step(app, ref, "accept", MENTOR)
+    assert _snapshot(app, ref) == before
+
+
+def test_a_refused_step_changes_nothing_and_names_the_rule(
+    app: App, clock: ManualClock
+) -> None:
+    ref = _listed_mentor_and_request(app, clock)
+    before = _snapshot(app, ref)
+    with pytest.raises(Refused) as refused:
+        scenarios.step(app, ref, "accept", MENTEE)
+    assert refused.value.rule == "role"
+    assert "mentor" in refused.value.reason
+    assert _snapshot(app, ref) == before
+
+
+def test_a_step_on_a_stale_version_is_a_conflict_and_changes_nothing(
+    app: App, clock: ManualClock
+) -> None:
+    ref = _listed_mentor_and_request(app, clock)
+    seen = _snapshot(app, ref)["version"]
+    scenarios.step(app, ref, "accept", MENTOR)  # someone else, first
+    after_first = _snapshot(app, ref)
+    with pytest.raises(Conflict) as conflict, app.unit() as tx:
+        services.advance_case(tx, ref=ref, trigger="cancel", actor_email=MENTEE,
+                              expected_version=seen)
+    assert "first_meeting" in str(conflict.value)  # says what the case is now
+    assert _snapshot(app, ref) == after_first
+
+
+def test_two_transactions_racing_on_postgresql_one_wins_the_other_conflicts(
+    app: App, clock: ManualClock, backend: str
+) -> None:
+    if backend != "postgres":
+        pytest.skip("SQLite serialises writers with BEGIN IMMEDIATE; covered by the next test")
+    ref = _listed_mentor_and_request(app, clock)
+    loser_session = app.sessions()
+    loser_session.begin()
+    loser = Tx(loser_session, app.settings, app.workflows, clock.now)
+    # The loser's transaction has read the case (version n) before the winner commits n+1.
+    seen, _ = engine.load_case(loser, ref)
+    assert (seen.state, seen.version) == ("requested", 1)
+    scenarios.step(app, ref, "accept", MENTOR)  # the winner commits version n+1
+    winner_state = _snapshot(app, ref)
+    with pytest.raises(Conflict):
+        services.advance_case(loser, ref=ref, trigger="cancel", actor_email=MENTEE)
+    loser_session.rollback()
+    loser_session.close()
+    assert _snapshot(app, ref) == winner_state
+
+
+def test_concurrent_writers_on_sqlite_wait_for_each_other_instead_of_failing(
+    app: App, clock: ManualClock, backend: str
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("the SQLite locking behaviour")
+    ref = _listed_mentor_and_request(app, clock)
+    scenarios.step(app, ref, "accept", MENTOR)
+    errors: list[BaseException] = []
+    steps_each = 25
+
+    def writer(actor: str) -> None:
+        try:
+            for hour in range(steps_each):
+                with app.unit() as tx:
+                    services.advance_case(
+                        tx, ref=ref, trigger="schedule_meeting", actor_email=actor,
+                        values={"starts_at": f"2026-12-0{1 + hour % 9}T1{hour % 10}:00",
+                                "place": "videokõne"},
+                    )
+        except BaseException as error:  # collected for the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(who,)) for who in (MENTOR, MENTEE)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with app.unit() as tx:
+        case, _ = engine.load_case(tx, ref)
+        meetings = tx.session.scalar(select(func.count()).select_from(AuditEvent).where(
+            AuditEvent.case_id == case.id, AuditEvent.trigger == "schedule_meeting"))
+    assert meetings == 2 * steps_each
+
+
+def test_case_ids_are_readable_and_refer_to_their_workflow(app: App, clock: ManualClock) -> None:
+    ref = _listed_mentor_and_request(app, clock)
+    assert ref.startswith("M-")
+    with app.unit() as tx:
+        case = tx.session.scalars(select(Case).where(Case.workflow == "mentor_application")).one()
+        assert case.ref == f"A-{case.id}"
+        with pytest.raises(NotFound, match="no case"):
+            engine.load_case(tx, f"A-{ref.removeprefix('M-')}")
