@@ -139,9 +139,8 @@ def _timeline(tx: Tx, case: Case) -> list[dict[str, Any]]:
         select(OutboxMessage).where(OutboxMessage.case_id == case.id).order_by(OutboxMessage.id)
     ).all()
     ids = {e.actor_id for e in events} | {m.to_person_id for m in messages}
-    names = dict(
-        tx.session.execute(select(Person.id, Person.name).where(Person.id.in_(ids))).tuples().all()
-    )
+    rows = tx.session.execute(select(Person.id, Person.name).where(Person.id.in_(ids)))
+    names = {person_id: name for person_id, name in rows}
     entries: list[dict[str, Any]] = [
         {
             "at": _iso(event.at, tx),
