@@ -23,10 +23,18 @@ MENTEE = "mentee@example.org"
 
 
 def _listed_mentor_and_request(app: App, clock: ManualClock) -> str:
-    ref = scenarios.submit_application(app, scenarios.applicant(MENTOR, "Kadri Kuusk"),
-                                       actor=COORDINATOR)
-    scenarios.bring_application(app, clock, ref, "listed", coordinator=COORDINATOR,
-                                committee=COMMITTEE, applicant_email=MENTOR)
+    ref = scenarios.submit_application(
+        app, scenarios.applicant(MENTOR, "Kadri Kuusk"), actor=COORDINATOR
+    )
+    scenarios.bring_application(
+        app,
+        clock,
+        ref,
+        "listed",
+        coordinator=COORDINATOR,
+        committee=COMMITTEE,
+        applicant_email=MENTOR,
+    )
     return scenarios.submit_request(app, scenarios.mentee(MENTEE, "Margus Mänd", MENTOR))
 
 
@@ -45,7 +53,8 @@ def _snapshot(app: App, ref: str) -> dict[str, Any]:
                 for t in tx.session.scalars(select(Timer).where(Timer.case_id == case.id))
             ),
             "emails": tx.session.scalar(
-                select(func.count()).select_from(OutboxMessage)
+                select(func.count())
+                .select_from(OutboxMessage)
                 .where(OutboxMessage.case_id == case.id)
             ),
         }
@@ -56,9 +65,7 @@ def test_the_migrations_create_exactly_the_schema_of_the_models(app: App) -> Non
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
 
 
-def test_a_step_writes_state_audit_timers_and_emails_together(
-    app: App, clock: ManualClock
-) -> None:
+def test_a_step_writes_state_audit_timers_and_emails_together(app: App, clock: ManualClock) -> None:
     ref = _listed_mentor_and_request(app, clock)
     before = _snapshot(app, ref)
     clock.advance(hours=5)
@@ -75,7 +82,11 @@ def test_a_step_writes_state_audit_timers_and_emails_together(
         event = tx.session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc())).first()
         assert event is not None
         assert (event.trigger, event.from_state, event.to_state, event.actor_role) == (
-            "accept", "requested", "first_meeting", "mentor")
+            "accept",
+            "requested",
+            "first_meeting",
+            "mentor",
+        )
         assert event.at == clock.now
 
 
@@ -95,9 +106,7 @@ def test_a_failure_inside_a_step_leaves_the_case_exactly_as_it_was(
     assert _snapshot(app, ref) == before
 
 
-def test_a_refused_step_changes_nothing_and_names_the_rule(
-    app: App, clock: ManualClock
-) -> None:
+def test_a_refused_step_changes_nothing_and_names_the_rule(app: App, clock: ManualClock) -> None:
     ref = _listed_mentor_and_request(app, clock)
     before = _snapshot(app, ref)
     with pytest.raises(Refused) as refused:
@@ -115,8 +124,9 @@ def test_a_step_on_a_stale_version_is_a_conflict_and_changes_nothing(
     scenarios.step(app, ref, "accept", MENTOR)  # someone else, first
     after_first = _snapshot(app, ref)
     with pytest.raises(Conflict) as conflict, app.unit() as tx:
-        services.advance_case(tx, ref=ref, trigger="cancel", actor_email=MENTEE,
-                              expected_version=seen)
+        services.advance_case(
+            tx, ref=ref, trigger="cancel", actor_email=MENTEE, expected_version=seen
+        )
     assert "first_meeting" in str(conflict.value)  # says what the case is now
     assert _snapshot(app, ref) == after_first
 
@@ -157,9 +167,14 @@ def test_concurrent_writers_on_sqlite_wait_for_each_other_instead_of_failing(
             for hour in range(steps_each):
                 with app.unit() as tx:
                     services.advance_case(
-                        tx, ref=ref, trigger="schedule_meeting", actor_email=actor,
-                        values={"starts_at": f"2026-12-0{1 + hour % 9}T1{hour % 10}:00",
-                                "place": "videokõne"},
+                        tx,
+                        ref=ref,
+                        trigger="schedule_meeting",
+                        actor_email=actor,
+                        values={
+                            "starts_at": f"2026-12-0{1 + hour % 9}T1{hour % 10}:00",
+                            "place": "videokõne",
+                        },
                     )
         except BaseException as error:  # collected for the assertion below
             errors.append(error)
@@ -172,8 +187,11 @@ def test_concurrent_writers_on_sqlite_wait_for_each_other_instead_of_failing(
     assert errors == []
     with app.unit() as tx:
         case, _ = engine.load_case(tx, ref)
-        meetings = tx.session.scalar(select(func.count()).select_from(AuditEvent).where(
-            AuditEvent.case_id == case.id, AuditEvent.trigger == "schedule_meeting"))
+        meetings = tx.session.scalar(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.case_id == case.id, AuditEvent.trigger == "schedule_meeting")
+        )
     assert meetings == 2 * steps_each
 
 

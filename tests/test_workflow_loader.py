@@ -48,12 +48,25 @@ def test_each_workflow_file_loads_with_labels_in_both_languages(
 def test_both_lifecycles_use_the_canonical_state_names(settings: Settings) -> None:
     workflows = load_workflows(settings, REGISTRIES)
     assert set(workflows["mentor_application"].states) == {
-        "submitted", "eligibility", "awaiting_info", "interview", "listed", "paused",
-        "rejected", "withdrawn", "retired",
+        "submitted",
+        "eligibility",
+        "awaiting_info",
+        "interview",
+        "listed",
+        "paused",
+        "rejected",
+        "withdrawn",
+        "retired",
     }
     assert set(workflows["mentoring"].states) == {
-        "requested", "first_meeting", "agreement", "active", "reframed", "closed",
-        "declined", "expired",
+        "requested",
+        "first_meeting",
+        "agreement",
+        "active",
+        "reframed",
+        "closed",
+        "declined",
+        "expired",
     }
 
 
@@ -83,32 +96,72 @@ def test_both_languages_have_the_same_templates() -> None:
 @pytest.mark.parametrize(
     ("file", "old", "new", "message"),
     [
-        ("mentoring.toml", 'dest = "first_meeting"', 'dest = "first_meting"',
-         "transitions[0]: unknown state 'first_meting'"),
-        ("mentoring.toml", 'guards = ["first_meeting_held", "both_go_on"]',
-         'guards = ["first_meeting_held", "both_say_yes"]',
-         "guards: guard 'both_say_yes' is not registered"),
-        ("mentoring.toml", 'roles = ["mentor"]\nguards', 'roles = []\nguards',
-         "transitions[0].roles: trigger 'accept' has no role"),
-        ("mentoring.toml", 'template = "request_received"', 'template = "request_recieved"',
-         "states.requested.emails[0].template: template 'request_recieved' does not exist"),
-        ("mentoring.toml", 'effect = "add_meeting"', 'effect = "add_meetings"',
-         "effect: effect 'add_meetings' is not registered"),
-        ("mentor_application.toml", 'trigger = "pause"\nsource = "listed"\ndest = "paused"',
-         'trigger = "pause"\nsource = "listed"\ndest = "retired"',
-         "states.paused: unreachable"),
-        ("mentor_application.toml", 'after = "30d", trigger = "withdraw"',
-         'after = "30d", trigger = "approve"',
-         "'approve' is not a system transition from 'awaiting_info'"),
-        ("mentor_application.toml", 'after = "7d", email = { template = "info_reminder"',
-         'after = "7 days", email = { template = "info_reminder"',
-         "timers[0].after: '7 days' is not a duration"),
-        ("mentoring.toml", 'label = { et = "Käimas", en = "Active" }',
-         'label = { et = "Käimas" }', "states.active: label needs an Estonian and an English"),
+        (
+            "mentoring.toml",
+            'dest = "first_meeting"',
+            'dest = "first_meting"',
+            "transitions[0]: unknown state 'first_meting'",
+        ),
+        (
+            "mentoring.toml",
+            'guards = ["first_meeting_held", "both_go_on"]',
+            'guards = ["first_meeting_held", "both_say_yes"]',
+            "guards: guard 'both_say_yes' is not registered",
+        ),
+        (
+            "mentoring.toml",
+            'roles = ["mentor"]\nguards',
+            "roles = []\nguards",
+            "transitions[0].roles: trigger 'accept' has no role",
+        ),
+        (
+            "mentoring.toml",
+            'template = "request_received"',
+            'template = "request_recieved"',
+            "states.requested.emails[0].template: template 'request_recieved' does not exist",
+        ),
+        (
+            "mentoring.toml",
+            'effect = "add_meeting"',
+            'effect = "add_meetings"',
+            "effect: effect 'add_meetings' is not registered",
+        ),
+        (
+            "mentor_application.toml",
+            'trigger = "pause"\nsource = "listed"\ndest = "paused"',
+            'trigger = "pause"\nsource = "listed"\ndest = "retired"',
+            "states.paused: unreachable",
+        ),
+        (
+            "mentor_application.toml",
+            'after = "30d", trigger = "withdraw"',
+            'after = "30d", trigger = "approve"',
+            "'approve' is not a system transition from 'awaiting_info'",
+        ),
+        (
+            "mentor_application.toml",
+            'after = "7d", email = { template = "info_reminder"',
+            'after = "7 days", email = { template = "info_reminder"',
+            "timers[0].after: '7 days' is not a duration",
+        ),
+        (
+            "mentoring.toml",
+            'label = { et = "Käimas", en = "Active" }',
+            'label = { et = "Käimas" }',
+            "states.active: label needs an Estonian and an English",
+        ),
     ],
-    ids=["unknown-state", "unregistered-guard", "trigger-without-role", "missing-template",
-         "unregistered-effect", "unreachable-state", "timer-trigger-not-system",
-         "bad-duration", "missing-label"],
+    ids=[
+        "unknown-state",
+        "unregistered-guard",
+        "trigger-without-role",
+        "missing-template",
+        "unregistered-effect",
+        "unreachable-state",
+        "timer-trigger-not-system",
+        "bad-duration",
+        "missing-label",
+    ],
 )
 def test_a_broken_workflow_file_is_refused_naming_file_and_key(
     tmp_path: Path, settings: Settings, file: str, old: str, new: str, message: str
