@@ -59,7 +59,8 @@ def verify_evidence(ctx: Context) -> None:
 
 def schedule_interview(ctx: Context) -> None:
     application = _application(ctx)
-    if any(seat.vote is not None for seat in application.votes):
+    # Recusals do not lock the panel: if everyone steps aside, a new panel is needed.
+    if any(seat.vote in ("approve", "decline") for seat in application.votes):
         raise Refused(
             "the committee has already started voting; the interview cannot move",
             rule="interview_scheduled",

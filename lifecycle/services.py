@@ -36,7 +36,15 @@ from lifecycle.models import (
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-OPEN_APPLICATION_STATES = ("submitted", "eligibility", "awaiting_info", "interview")
+# A person in one of these states may not start another application.
+CURRENT_APPLICATION_STATES = (
+    "submitted",
+    "eligibility",
+    "awaiting_info",
+    "interview",
+    "listed",
+    "paused",
+)
 
 
 # -- input ---------------------------------------------------------------------------------------
@@ -138,11 +146,12 @@ def submit_application(tx: Tx, *, data: Mapping[str, Any], actor_email: str | No
     open_application = tx.session.scalar(
         select(Case)
         .join(Application, Application.case_id == Case.id)
-        .where(Application.person_id == applicant.id, Case.state.in_(OPEN_APPLICATION_STATES))
+        .where(Application.person_id == applicant.id, Case.state.in_(CURRENT_APPLICATION_STATES))
     )
     if open_application is not None:
         raise Refused(
-            f"{applicant.email} already has an open application {open_application.ref}",
+            f"{applicant.email} already has application {open_application.ref} "
+            f"({open_application.state}); a new one is possible only after it has ended",
             rule="one_open_application",
         )
     profile = tx.session.scalar(

@@ -19,7 +19,8 @@ def interview_at(ctx: Context) -> datetime | None:
 
 def first_meeting_at(ctx: Context) -> datetime | None:
     if isinstance(ctx.subject, Relation) and ctx.subject.meetings:
-        return ctx.subject.meetings[0].starts_at
+        # Not meetings[0]: a meeting added in this step is appended, not sorted in.
+        return min(meeting.starts_at for meeting in ctx.subject.meetings)
     return None
 
 
@@ -46,33 +47,36 @@ def reconcile(ctx: Context, workflow: Workflow) -> None:
     case = ctx.case
     desired = {}
     for spec in workflow.state(case.state).timers:
+        if spec.cancel_when and ANCHORS[spec.cancel_when](ctx) is not None:
+            continue
         anchor = (
             case.state_entered_at if spec.anchor == "state_entry" else ANCHORS[spec.anchor](ctx)
         )
         if anchor is not None:
             desired[(spec.name, anchor + spec.after)] = spec
     timers = ctx.session.scalars(select(Timer).where(Timer.case_id == case.id)).all()
+    existing = {}
     for timer in timers:
-        wanted = timer.entry_event_id == case.entry_event_id and (
-            (timer.name, timer.due_at) in desired
-        )
-        if timer.status == "pending" and not wanted:
+        key = (timer.name, timer.due_at)
+        if timer.entry_event_id == case.entry_event_id and key in desired:
+            existing[key] = timer
+        elif timer.status == "pending":
             timer.status = "cancelled"
             timer.finished_at = ctx.now
-    existing = {
-        (timer.name, timer.due_at)
-        for timer in timers
-        if timer.entry_event_id == case.entry_event_id
-    }
     assert case.entry_event_id is not None
-    for name, due_at in desired.keys() - existing:
-        ctx.session.add(
-            Timer(
-                case_id=case.id,
-                entry_event_id=case.entry_event_id,
-                state=case.state,
-                name=name,
-                due_at=due_at,
-                status="pending",
+    for name, due_at in desired:
+        timer = existing.get((name, due_at))
+        if timer is None:
+            ctx.session.add(
+                Timer(
+                    case_id=case.id,
+                    entry_event_id=case.entry_event_id,
+                    state=case.state,
+                    name=name,
+                    due_at=due_at,
+                    status="pending",
+                )
             )
-        )
+        elif timer.status == "cancelled":  # an anchor moved back to where it was
+            timer.status = "pending"
+            timer.finished_at = None

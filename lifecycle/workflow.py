@@ -66,6 +66,7 @@ class TimerSpec:
     email: Email | None
     trigger: str | None
     repeat: bool
+    cancel_when: str | None  # an anchor: once it has a time, the timer is no longer needed
 
 
 @dataclass(frozen=True)
@@ -337,6 +338,9 @@ def load_workflow(path: Path, settings: Settings, registries: Registries) -> Wor
             anchor = timer.get("anchor", "state_entry")
             if anchor != "state_entry" and anchor not in registries.anchors:
                 raise WorkflowError(f"{key}.anchor: anchor '{anchor}' is not registered")
+            cancel_when = timer.get("cancel_when")
+            if cancel_when is not None and cancel_when not in registries.anchors:
+                raise WorkflowError(f"{key}.cancel_when: anchor '{cancel_when}' is not registered")
             email = _emails([timer["email"]], key, templates)[0] if "email" in timer else None
             if (email is None) == (timer.get("trigger") is None):
                 raise WorkflowError(f"{key}: a timer sends an email or fires a trigger (one)")
@@ -354,6 +358,7 @@ def load_workflow(path: Path, settings: Settings, registries: Registries) -> Wor
                     email,
                     timer.get("trigger"),
                     bool(timer.get("repeat", False)),
+                    cancel_when,
                 )
             )
         action = item.get("action")
