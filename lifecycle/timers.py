@@ -55,7 +55,7 @@ def reconcile(ctx: Context, workflow: Workflow) -> None:
         if anchor is not None:
             desired[(spec.name, anchor + spec.after)] = spec
     timers = ctx.session.scalars(select(Timer).where(Timer.case_id == case.id)).all()
-    existing = {}
+    existing: dict[tuple[str, datetime], Timer] = {}
     for timer in timers:
         key = (timer.name, timer.due_at)
         if timer.entry_event_id == case.entry_event_id and key in desired:
@@ -65,8 +65,8 @@ def reconcile(ctx: Context, workflow: Workflow) -> None:
             timer.finished_at = ctx.now
     assert case.entry_event_id is not None
     for name, due_at in desired:
-        timer = existing.get((name, due_at))
-        if timer is None:
+        kept = existing.get((name, due_at))
+        if kept is None:
             ctx.session.add(
                 Timer(
                     case_id=case.id,
@@ -77,6 +77,6 @@ def reconcile(ctx: Context, workflow: Workflow) -> None:
                     status="pending",
                 )
             )
-        elif timer.status == "cancelled":  # an anchor moved back to where it was
-            timer.status = "pending"
-            timer.finished_at = None
+        elif kept.status == "cancelled":  # an anchor moved back to where it was
+            kept.status = "pending"
+            kept.finished_at = None
