@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +32,21 @@ class Settings:
     committee_size: int
     smtp_host: str
     smtp_port: int
+    smtp_security: str
+    smtp_username: str
+    smtp_password: str
+    smtp_timeout: float
+    smtp_connections: int
+    delivery_batch_size: int
+    delivery_lease: timedelta
+    delivery_max_attempts: int
+    delivery_backoff_base: timedelta
+    delivery_backoff_max: timedelta
+    delivery_poll_seconds: float
+    base_url: str
+    link_valid: timedelta
+    secret_key: bytes
+    sink_directory: Path
     workflows_dir: Path = PROJECT_ROOT / "workflows"
     templates_dir: Path = PROJECT_ROOT / "email_templates"
     # {workflow: {state: {timer name: duration}}}
@@ -49,6 +66,30 @@ def parse_duration(text: str, *, key: str) -> timedelta:
     except ValueError:
         raise ConfigError(f"{key}: {text!r} is not a duration like '3d', '12h' or '-2d'") from None
     return timedelta(**{units[value[-1]]: amount})
+
+
+def _one_of(value: str, allowed: tuple[str, ...], *, key: str) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _secret_key(environ: Mapping[str, str]) -> bytes:
+    """The key that signs email links: from the environment, or a local file for development."""
+    if key := environ.get("MENTORLUS_SECRET_KEY"):
+        if len(key) < 32:
+            raise ConfigError("MENTORLUS_SECRET_KEY must be at least 32 characters")
+        return key.encode()
+    # Development and the demo: one random key per checkout, kept out of git.
+    path = PROJECT_ROOT / ".secret-key"
+    if not path.exists():
+        draft = path.with_name(f".secret-key.{os.getpid()}")
+        draft.write_text(secrets.token_urlsafe(48), encoding="utf-8")
+        draft.chmod(0o600)
+        with contextlib.suppress(FileExistsError):  # another process was first: use its key
+            os.link(draft, path)
+        draft.unlink()
+    return path.read_text(encoding="utf-8").strip().encode()
 
 
 def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
@@ -100,5 +141,22 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         committee_size=int(get("programme", "committee_size")),
         smtp_host=str(get("smtp", "host")),
         smtp_port=int(get("smtp", "port")),
+        smtp_security=_one_of(
+            str(get("smtp", "security")), ("none", "starttls", "tls"), key="smtp.security"
+        ),
+        smtp_username=str(get("smtp", "username")),
+        smtp_password=environ.get("MENTORLUS_SMTP_PASSWORD", ""),
+        smtp_timeout=float(get("smtp", "timeout_seconds")),
+        smtp_connections=int(get("smtp", "connections")),
+        delivery_batch_size=int(get("delivery", "batch_size")),
+        delivery_lease=timedelta(seconds=int(get("delivery", "lease_seconds"))),
+        delivery_max_attempts=int(get("delivery", "max_attempts")),
+        delivery_backoff_base=timedelta(seconds=int(get("delivery", "backoff_base_seconds"))),
+        delivery_backoff_max=timedelta(seconds=int(get("delivery", "backoff_max_seconds"))),
+        delivery_poll_seconds=float(get("delivery", "poll_seconds")),
+        base_url=str(get("web", "base_url")).rstrip("/"),
+        link_valid=timedelta(days=int(get("web", "link_valid_days"))),
+        secret_key=_secret_key(environ),
+        sink_directory=Path(str(get("sink", "directory"))),
         timer_overrides=overrides,
     )

@@ -87,8 +87,11 @@ def schedule_interview(ctx: Context) -> None:
     application.votes.extend(
         CommitteeVote(application_id=application.id, member_id=found[email].id) for email in emails
     )
+    if application.interview_at is not None:
+        application.interview_sequence += 1
     application.interview_at = ctx.values["interview_at"]
     application.interview_place = ctx.values["place"]
+    ctx.refs.update(sequence=application.interview_sequence)
 
 
 def record_vote(ctx: Context) -> None:
@@ -111,14 +114,40 @@ def record_vote(ctx: Context) -> None:
 
 def add_meeting(ctx: Context) -> None:
     relation = _relation(ctx)
-    relation.meetings.append(
-        Meeting(
-            relation_id=relation.id,
-            starts_at=ctx.values["starts_at"],
-            place=ctx.values.get("place", ""),
-            notes=ctx.values.get("notes", ""),
-        )
+    meeting = Meeting(
+        relation_id=relation.id,
+        starts_at=ctx.values["starts_at"],
+        place=ctx.values.get("place", ""),
+        notes=ctx.values.get("notes", ""),
+        sequence=0,
     )
+    relation.meetings.append(meeting)
+    ctx.session.flush()
+    ctx.refs.update(meeting_id=meeting.id, sequence=0)
+
+
+def _planned_meeting(ctx: Context) -> Meeting:
+    meeting = next((m for m in _relation(ctx).meetings if m.id == ctx.values["meeting"]), None)
+    if meeting is None or meeting.cancelled_at is not None:
+        raise Refused("no such planned meeting in this mentoring", rule="meeting")
+    if meeting.starts_at <= ctx.now:
+        raise Refused("the meeting has already taken place", rule="meeting")
+    return meeting
+
+
+def move_meeting(ctx: Context) -> None:
+    meeting = _planned_meeting(ctx)
+    meeting.starts_at = ctx.values["starts_at"]
+    meeting.place = ctx.values["place"]
+    meeting.sequence += 1
+    ctx.refs.update(meeting_id=meeting.id, sequence=meeting.sequence)
+
+
+def cancel_meeting(ctx: Context) -> None:
+    meeting = _planned_meeting(ctx)
+    meeting.cancelled_at = ctx.now
+    meeting.sequence += 1
+    ctx.refs.update(meeting_id=meeting.id, sequence=meeting.sequence)
 
 
 def record_goes_on(ctx: Context) -> None:
@@ -232,6 +261,8 @@ EFFECTS: dict[str, Effect] = {
         schedule_interview,
         record_vote,
         add_meeting,
+        move_meeting,
+        cancel_meeting,
         record_goes_on,
         draft_agreement,
         sign_agreement,

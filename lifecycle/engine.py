@@ -115,7 +115,7 @@ def _record(
         case.entry_event_id = event.id
     timers.reconcile(ctx, workflow)
     emails = spec.emails + (workflow.state(case.state).emails if moved else ())
-    outbox.enqueue(ctx, event, emails, domain=tx.settings.from_address.rpartition("@")[2])
+    outbox.enqueue(ctx, event, emails)
     tx.session.flush()
     return event
 

@@ -217,7 +217,7 @@ def one_open_request(ctx: Context) -> str | None:
 
 def first_meeting_held(ctx: Context) -> str | None:
     relation = _relation(ctx)
-    if any(meeting.starts_at <= ctx.now for meeting in relation.meetings):
+    if any(m.starts_at <= ctx.now and m.cancelled_at is None for m in relation.meetings):
         return None
     return "the first meeting has not taken place yet"
 

@@ -170,6 +170,8 @@ class Application(Base):
     submitted_at: Mapped[datetime]
     interview_at: Mapped[datetime | None]
     interview_place: Mapped[str | None] = mapped_column(String(500))
+    # Grows with each (re)scheduling: the SEQUENCE of the calendar invitation.
+    interview_sequence: Mapped[int] = mapped_column(Integer, default=0)
 
     case: Mapped[Case] = relationship()
     person: Mapped[Person] = relationship()
@@ -278,6 +280,9 @@ class Meeting(Base):
     place: Mapped[str] = mapped_column(String(500))
     # Confidential: the parties' notes and reflection.
     notes: Mapped[str] = mapped_column(Text, default="")
+    # Grows with each move: the SEQUENCE of the calendar invitation.
+    sequence: Mapped[int] = mapped_column(Integer, default=0)
+    cancelled_at: Mapped[datetime | None]
 
 
 class Feedback(Base):
@@ -336,13 +341,42 @@ class OutboxMessage(Base):
     # The step that caused the email; its comment (e.g. an info request) goes into the text.
     event_id: Mapped[int | None] = mapped_column(ForeignKey("audit_events.id"))
     template: Mapped[str] = mapped_column(String(60))
-    to_person_id: Mapped[int] = mapped_column(ForeignKey("people.id"))
+    # None for a subscriber who is not a person in the programme.
+    to_person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    to_email: Mapped[str] = mapped_column(String(320))
+    to_name: Mapped[str] = mapped_column(String(200))
     language: Mapped[str] = mapped_column(String(2))
+    # Bulk mail (announcements) carries unsubscribe headers and skips unsubscribed readers.
+    bulk: Mapped[bool] = mapped_column(Boolean, default=False)
+    # What the email is about beyond the case, e.g. {"meeting_id": 4, "sequence": 1}.
+    refs: Mapped[dict[str, Any]]
+    link_token_id: Mapped[str | None] = mapped_column(ForeignKey("action_tokens.id"))
     message_id: Mapped[str] = mapped_column(String(200), unique=True)
+    # pending → sending (claimed under a lease) → sent | failed; back to pending to retry.
     status: Mapped[str] = mapped_column(String(10), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime]
     next_attempt_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
     last_error: Mapped[str] = mapped_column(Text, default="")
 
     __table_args__ = (Index("ix_outbox_status_next", "status", "next_attempt_at"),)
+
+
+class ActionToken(Base):
+    """What a link in an email lets one person do on one case, once, until it expires.
+
+    The link carries the id and an HMAC of the row's fields; the row makes it single-use.
+    """
+
+    __tablename__ = "action_tokens"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id"))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
+    action: Mapped[str] = mapped_column(String(30))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
+from datetime import datetime
+from email.utils import make_msgid
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from lifecycle import links
+from lifecycle.config import Settings
 from lifecycle.models import Application, AuditEvent, OutboxMessage, Person, Relation
 from lifecycle.workflow import Context, Email
 
@@ -31,24 +36,61 @@ def recipients(ctx: Context, to: tuple[str, ...]) -> list[Person]:
     return list(people.values())
 
 
-def enqueue(ctx: Context, event: AuditEvent, emails: tuple[Email, ...], *, domain: str) -> None:
+def enqueue(ctx: Context, event: AuditEvent, emails: tuple[Email, ...]) -> None:
     """Queue each email once per reader for this step: the key makes a repeat a no-op."""
     for email in emails:
         for person in recipients(ctx, email.to):
-            key = f"{ctx.case.id}:{event.id}:{email.template}:{person.id}"
-            ctx.session.add(
-                OutboxMessage(
-                    idempotency_key=key,
-                    case_id=ctx.case.id,
-                    event_id=event.id,
-                    template=email.template,
-                    to_person_id=person.id,
-                    language=person.language,
-                    message_id=f"<{uuid.uuid4()}@{domain}>",
-                    status="pending",
-                    attempts=0,
-                    created_at=ctx.now,
-                    next_attempt_at=ctx.now,
-                    last_error="",
-                )
+            add(
+                ctx.session,
+                ctx.settings,
+                key=f"{ctx.case.id}:{event.id}:{email.template}:{person.id}",
+                template=email.template,
+                person=person,
+                now=ctx.now,
+                case_id=ctx.case.id,
+                event_id=event.id,
+                refs=ctx.refs,
+                link=email.link,
             )
+
+
+def add(
+    session: Session,
+    settings: Settings,
+    *,
+    key: str,
+    template: str,
+    person: Person,
+    now: datetime,
+    case_id: int | None = None,
+    event_id: int | None = None,
+    refs: dict[str, Any] | None = None,
+    link: str | None = None,
+) -> OutboxMessage:
+    """One outbox row for a person, with its action link's token when the email has one."""
+    token = None
+    if link is not None and link != "console":
+        token = links.issue(
+            session, settings, action=link, now=now, person_id=person.id, case_id=case_id
+        )
+    message = OutboxMessage(
+        idempotency_key=key,
+        case_id=case_id,
+        event_id=event_id,
+        template=template,
+        to_person_id=person.id,
+        to_email=person.email,
+        to_name=person.name,
+        language=person.language,
+        bulk=False,
+        refs=dict(refs or {}),
+        link_token_id=token.id if token else None,
+        message_id=make_msgid(domain=settings.from_address.rpartition("@")[2]),
+        status="pending",
+        attempts=0,
+        created_at=now,
+        next_attempt_at=now,
+        last_error="",
+    )
+    session.add(message)
+    return message

@@ -18,10 +18,11 @@ def interview_at(ctx: Context) -> datetime | None:
 
 
 def first_meeting_at(ctx: Context) -> datetime | None:
-    if isinstance(ctx.subject, Relation) and ctx.subject.meetings:
-        # Not meetings[0]: a meeting added in this step is appended, not sorted in.
-        return min(meeting.starts_at for meeting in ctx.subject.meetings)
-    return None
+    if not isinstance(ctx.subject, Relation):
+        return None
+    # Not meetings[0]: a meeting added in this step is appended, not sorted in.
+    planned = [m.starts_at for m in ctx.subject.meetings if m.cancelled_at is None]
+    return min(planned, default=None)
 
 
 def agreement_ends_on(ctx: Context) -> datetime | None:

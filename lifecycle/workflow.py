@@ -26,6 +26,20 @@ from lifecycle.models import Application, Case, Person, Relation
 ROLES = ("coordinator", "committee", "applicant", "mentor", "mentee", "system")
 RECIPIENTS = ("applicant", "mentor", "mentee", "committee", "coordinators")
 FIELD_TYPES = ("text", "datetime", "date", "int", "bool", "choice", "email_list")
+# Where the link in an email leads: a page for one person and one case ("console" is the
+# coordinators' case page, behind their login, so it needs no token).
+LINK_ACTIONS = (
+    "provide_info",
+    "availability",
+    "respond",
+    "schedule_meeting",
+    "go_on",
+    "agreement",
+    "log_meeting",
+    "close",
+    "feedback",
+    "console",
+)
 
 
 class WorkflowError(Exception):
@@ -45,6 +59,8 @@ class Context:
     roles: frozenset[str]
     values: dict[str, Any] = field(default_factory=dict)
     override_reason: str = ""
+    # What an effect touched that the step's emails are about, e.g. {"meeting_id": 4}.
+    refs: dict[str, Any] = field(default_factory=dict)
 
 
 Guard = Callable[[Context], str | None]  # returns the reason it refuses, or None
@@ -56,6 +72,8 @@ Anchor = Callable[[Context], datetime | None]
 class Email:
     template: str
     to: tuple[str, ...]
+    link: str | None = None  # the action the reader's link leads to (LINK_ACTIONS)
+    calendar: bool = False  # carries the invitation of the meeting or interview it is about
 
 
 @dataclass(frozen=True)
@@ -251,13 +269,26 @@ def _emails(raw: Any, where: str, templates_dir: Path) -> tuple[Email, ...]:
             raise WorkflowError(f"{key}: template is missing")
         if not to or set(to) - set(RECIPIENTS):
             raise WorkflowError(f"{key}.to: recipients must be some of {', '.join(RECIPIENTS)}")
+        link = item.get("link")
+        if link is not None and link not in LINK_ACTIONS:
+            raise WorkflowError(f"{key}.link: must be one of {', '.join(LINK_ACTIONS)}")
         for lang in ("et", "en"):
-            if not (templates_dir / lang / f"{template}.txt").is_file():
+            path = templates_dir / lang / f"{template}.txt"
+            if not path.is_file():
                 raise WorkflowError(
-                    f"{key}.template: template '{template}' does not exist "
-                    f"({templates_dir / lang / (template + '.txt')})"
+                    f"{key}.template: template '{template}' does not exist ({path})"
                 )
-        emails.append(Email(template=template, to=to))
+            # A template that shows a link needs one, and a declared link must be shown.
+            if ("{{ link }}" in path.read_text(encoding="utf-8")) != (link is not None):
+                raise WorkflowError(
+                    f"{key}.link: template {path} "
+                    + (
+                        "shows {{ link }} but no link is declared"
+                        if link is None
+                        else f"does not show the declared '{link}' link"
+                    )
+                )
+        emails.append(Email(template, to, link, bool(item.get("calendar", False))))
     return tuple(emails)
 
 

@@ -68,6 +68,30 @@ def upgrade() -> None:
         sa.UniqueConstraint("email"),
     )
     op.create_table(
+        "action_tokens",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("person_id", sa.Integer(), nullable=True),
+        sa.Column("subscriber_id", sa.Integer(), nullable=True),
+        sa.Column("case_id", sa.Integer(), nullable=True),
+        sa.Column("action", sa.String(length=30), nullable=False),
+        sa.Column("created_at", lifecycle.models.UTCDateTime(), nullable=False),
+        sa.Column("expires_at", lifecycle.models.UTCDateTime(), nullable=False),
+        sa.Column("used_at", lifecycle.models.UTCDateTime(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["case_id"],
+            ["cases.id"],
+        ),
+        sa.ForeignKeyConstraint(
+            ["person_id"],
+            ["people.id"],
+        ),
+        sa.ForeignKeyConstraint(
+            ["subscriber_id"],
+            ["subscribers.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_table(
         "applications",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("case_id", sa.Integer(), nullable=False),
@@ -76,6 +100,7 @@ def upgrade() -> None:
         sa.Column("submitted_at", lifecycle.models.UTCDateTime(), nullable=False),
         sa.Column("interview_at", lifecycle.models.UTCDateTime(), nullable=True),
         sa.Column("interview_place", sa.String(length=500), nullable=True),
+        sa.Column("interview_sequence", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
             ["case_id"],
             ["cases.id"],
@@ -276,6 +301,8 @@ def upgrade() -> None:
         sa.Column("starts_at", lifecycle.models.UTCDateTime(), nullable=False),
         sa.Column("place", sa.String(length=500), nullable=False),
         sa.Column("notes", sa.Text(), nullable=False),
+        sa.Column("sequence", sa.Integer(), nullable=False),
+        sa.Column("cancelled_at", lifecycle.models.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["relation_id"],
             ["relations.id"],
@@ -292,13 +319,20 @@ def upgrade() -> None:
         sa.Column("case_id", sa.Integer(), nullable=True),
         sa.Column("event_id", sa.Integer(), nullable=True),
         sa.Column("template", sa.String(length=60), nullable=False),
-        sa.Column("to_person_id", sa.Integer(), nullable=False),
+        sa.Column("to_person_id", sa.Integer(), nullable=True),
+        sa.Column("to_email", sa.String(length=320), nullable=False),
+        sa.Column("to_name", sa.String(length=200), nullable=False),
         sa.Column("language", sa.String(length=2), nullable=False),
+        sa.Column("bulk", sa.Boolean(), nullable=False),
+        sa.Column("refs", sa.JSON(), nullable=False),
+        sa.Column("link_token_id", sa.String(length=40), nullable=True),
         sa.Column("message_id", sa.String(length=200), nullable=False),
         sa.Column("status", sa.String(length=10), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("created_at", lifecycle.models.UTCDateTime(), nullable=False),
         sa.Column("next_attempt_at", lifecycle.models.UTCDateTime(), nullable=False),
+        sa.Column("lease_until", lifecycle.models.UTCDateTime(), nullable=True),
+        sa.Column("sent_at", lifecycle.models.UTCDateTime(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=False),
         sa.ForeignKeyConstraint(
             ["case_id"],
@@ -307,6 +341,10 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["event_id"],
             ["audit_events.id"],
+        ),
+        sa.ForeignKeyConstraint(
+            ["link_token_id"],
+            ["action_tokens.id"],
         ),
         sa.ForeignKeyConstraint(
             ["to_person_id"],
@@ -398,6 +436,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_applications_person_id"))
 
     op.drop_table("applications")
+    op.drop_table("action_tokens")
     op.drop_table("subscribers")
     op.drop_table("people")
     op.drop_table("intake_rounds")

@@ -1,0 +1,77 @@
+"""Links in emails: signed, expiring, single-use, bound to one person, one case and one action.
+
+The link carries a random token id and an HMAC over the token's row (id, person or
+subscriber, case, action, expiry), so a link cannot be forged or re-aimed; using it marks
+the row, so it works once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from lifecycle.config import Settings
+from lifecycle.errors import Refused
+from lifecycle.models import ActionToken
+
+
+def _signature(token: ActionToken, key: bytes) -> str:
+    message = "|".join(
+        str(part)
+        for part in (
+            token.id,
+            token.person_id,
+            token.subscriber_id,
+            token.case_id,
+            token.action,
+            int(token.expires_at.timestamp()),
+        )
+    )
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def issue(
+    session: Session,
+    settings: Settings,
+    *,
+    action: str,
+    now: datetime,
+    person_id: int | None = None,
+    subscriber_id: int | None = None,
+    case_id: int | None = None,
+) -> ActionToken:
+    """A new token row, in the caller's transaction."""
+    token = ActionToken(
+        id=secrets.token_urlsafe(18),
+        person_id=person_id,
+        subscriber_id=subscriber_id,
+        case_id=case_id,
+        action=action,
+        created_at=now,
+        expires_at=now + settings.link_valid,
+        used_at=None,
+    )
+    session.add(token)
+    return token
+
+
+def url(token: ActionToken, settings: Settings) -> str:
+    return f"{settings.base_url}/l/{token.id}.{_signature(token, settings.secret_key)}"
+
+
+def redeem(session: Session, settings: Settings, text: str, *, now: datetime) -> ActionToken:
+    """The token a link stands for, marked used; Refused says why a link no longer works."""
+    token_id, _, signature = text.partition(".")
+    token = session.get(ActionToken, token_id, with_for_update=True)
+    if token is None or not hmac.compare_digest(signature, _signature(token, settings.secret_key)):
+        raise Refused("this link is not valid", rule="link_invalid")
+    if token.used_at is not None:
+        raise Refused("this link has already been used", rule="link_used")
+    if token.expires_at <= now:
+        raise Refused("this link has expired", rule="link_expired")
+    token.used_at = now
+    return token
