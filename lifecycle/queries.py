@@ -138,7 +138,7 @@ def _timeline(tx: Tx, case: Case) -> list[dict[str, Any]]:
     messages = tx.session.scalars(
         select(OutboxMessage).where(OutboxMessage.case_id == case.id).order_by(OutboxMessage.id)
     ).all()
-    ids = {e.actor_id for e in events} | {m.to_person_id for m in messages}
+    ids = {e.actor_id for e in events}
     rows = tx.session.execute(select(Person.id, Person.name).where(Person.id.in_(ids)))
     names = {person_id: name for person_id, name in rows}
     entries: list[dict[str, Any]] = [
@@ -169,7 +169,7 @@ def _timeline(tx: Tx, case: Case) -> list[dict[str, Any]]:
             "at": _iso(message.created_at, tx),
             "kind": "email",
             "template": message.template,
-            "to": names.get(message.to_person_id),
+            "to": message.to_name,
             "status": message.status,
         }
         for message in messages
