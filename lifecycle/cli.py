@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lifecycle import bootstrap, db, demo, engine, queries, services
+from lifecycle import bootstrap, db, delivery, demo, engine, mailer, queries, services, sink
 from lifecycle.bootstrap import App
 from lifecycle.config import ConfigError, load_settings
 from lifecycle.errors import Conflict, InvalidInput, MentorlusError, NotFound, Refused
+from lifecycle.models import OutboxMessage
 from lifecycle.workflow import WorkflowError
 
 
@@ -109,6 +114,71 @@ def _takes_reason(tx: Any, ref: str, trigger: str) -> bool:
     )
 
 
+def cmd_worker(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    stop = asyncio.Event()
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signal_number, stop.set)
+        return await delivery.run(app, once=args.once, stop=stop)
+
+    return {"delivered_or_retried": asyncio.run(main())}
+
+
+def cmd_outbox_deliver(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    return {"handled": asyncio.run(delivery.run(app, once=True))}
+
+
+def cmd_outbox_list(app: App, args: argparse.Namespace) -> list[dict[str, Any]]:
+    with app.unit() as tx:
+        return queries.list_outbox(tx, status=args.status)
+
+
+def cmd_outbox_show(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    with app.unit() as tx:
+        message = tx.session.get(OutboxMessage, args.id)
+        if message is None:
+            raise NotFound(f"no outbox message {args.id}")
+        mail = mailer.compose(tx.session, app.settings, message)
+        return {
+            "id": message.id,
+            "status": message.status,
+            "attempts": message.attempts,
+            "last_error": message.last_error,
+            "message": mail.as_string(),
+        }
+
+
+def cmd_outbox_retry(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    with app.unit() as tx:
+        message = tx.session.get(OutboxMessage, args.id)
+        if message is None:
+            raise NotFound(f"no outbox message {args.id}")
+        if message.status != "failed":
+            raise Refused(
+                f"message {args.id} is {message.status}; only a failed one is retried",
+                rule="outbox_status",
+            )
+        message.status, message.next_attempt_at, message.attempts = "pending", tx.now, 0
+        return {"id": message.id, "status": message.status}
+
+
+def cmd_smtp_sink(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    folder = Path(args.dir) if args.dir else app.settings.sink_directory
+    controller = sink.start(folder, host="127.0.0.1", port=args.port or app.settings.smtp_port)
+    print(
+        f"SMTP sink on 127.0.0.1:{controller.port}, saving mail to {folder.resolve()}/", flush=True
+    )
+    stopped = threading.Event()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signal_number, lambda *_: stopped.set())
+    stopped.wait()
+    controller.stop()
+    return {"stopped": True}
+
+
 def cmd_demo_load(app: App, args: argparse.Namespace) -> dict[str, Any]:
     db.migrate(app.engine)
     return demo.load(app.settings)
@@ -197,6 +267,35 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         help="refuse with a conflict unless the case is still at this version",
     )
+
+    sub = add(commands, "worker", cmd_worker, "run the worker: deliver the outbox until stopped")
+    sub.add_argument("--once", action="store_true", help="do what is due now, then exit")
+
+    outbox = commands.add_parser("outbox", help="inspect and deliver the outbox").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    sub = add(outbox, "deliver", cmd_outbox_deliver, "send every due message, then exit")
+    sub.add_argument(
+        "--once",
+        action="store_true",
+        required=True,
+        help="drain and exit (the long-running form is `mentorlus worker`)",
+    )
+    sub = add(outbox, "list", cmd_outbox_list, "list outbox messages, failed first")
+    sub.add_argument("--status", choices=["pending", "sending", "sent", "failed"])
+    sub = add(outbox, "show", cmd_outbox_show, "show one message as it is sent")
+    sub.add_argument("id", type=int)
+    sub = add(outbox, "retry", cmd_outbox_retry, "send a failed message again")
+    sub.add_argument("id", type=int)
+
+    sub = add(
+        commands,
+        "smtp-sink",
+        cmd_smtp_sink,
+        "run a local SMTP server that keeps every message as an .eml file",
+    )
+    sub.add_argument("--dir", help="folder for the .eml files (default: [sink] directory)")
+    sub.add_argument("--port", type=int, help="port on 127.0.0.1 (default: [smtp] port)")
 
     demo_cmd = commands.add_parser("demo", help="demo data").add_subparsers(
         dest="action", required=True, metavar="ACTION"

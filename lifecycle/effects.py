@@ -147,7 +147,7 @@ def cancel_meeting(ctx: Context) -> None:
     meeting = _planned_meeting(ctx)
     meeting.cancelled_at = ctx.now
     meeting.sequence += 1
-    ctx.refs.update(meeting_id=meeting.id, sequence=meeting.sequence)
+    ctx.refs.update(meeting_id=meeting.id, sequence=meeting.sequence, method="CANCEL")
 
 
 def record_goes_on(ctx: Context) -> None:

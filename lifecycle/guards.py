@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from lifecycle.directory import taken_places
 from lifecycle.models import (
     Application,
     Case,
@@ -13,9 +14,6 @@ from lifecycle.models import (
 )
 from lifecycle.qualifications import can_mentor_managers, evaluate
 from lifecycle.workflow import Context, Guard
-
-# Relations that take one of the mentor's places.
-OCCUPYING_STATES = ("first_meeting", "agreement", "active", "reframed")
 
 
 def _application(ctx: Context) -> Application:
@@ -157,13 +155,8 @@ def mentor_has_capacity(ctx: Context) -> str | None:
     relation = _relation(ctx)
     profile = _profile(ctx, relation.mentor_id)
     capacity = profile.capacity if profile else 0
-    taken = ctx.session.scalar(
-        select(func.count())
-        .select_from(Relation)
-        .join(Case, Relation.case_id == Case.id)
-        .where(Relation.mentor_id == relation.mentor_id, Case.state.in_(OCCUPYING_STATES))
-    )
-    if (taken or 0) < capacity:
+    taken = taken_places(ctx.session, [relation.mentor_id]).get(relation.mentor_id, 0)
+    if taken < capacity:
         return None
     return f"this mentor has no free place (all {capacity} taken) — choose another"
 

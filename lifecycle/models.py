@@ -26,14 +26,27 @@ APPLICATION = "mentor_application"
 MENTORING = "mentoring"
 CASE_PREFIX = {APPLICATION: "A", MENTORING: "M"}
 
-TOPICS = (
-    "career",
-    "self_care_system",
-    "management_quality",
-    "specific_situation",
-    "best_practice_network",
-    "change_at_work",
-)
+TOPIC_LABELS = {
+    "career": {"et": "karjäärieesmärgid ja eneseareng", "en": "career goals and self-development"},
+    "self_care_system": {
+        "et": "organisatsiooni enesehoiusüsteemi kujundamine",
+        "en": "the organisation's self-care system",
+    },
+    "management_quality": {
+        "et": "juhtimiskvaliteedi edendamine",
+        "en": "improving management quality",
+    },
+    "specific_situation": {
+        "et": "konkreetse olukorra lahendamine",
+        "en": "resolving a specific situation",
+    },
+    "best_practice_network": {
+        "et": "parimate kogemuste jagamine, võrgustiku tugevdamine",
+        "en": "sharing best practice, strengthening the network",
+    },
+    "change_at_work": {"et": "tööalaste muudatuste toetamine", "en": "supporting changes at work"},
+}
+TOPICS = tuple(TOPIC_LABELS)
 DEGREE_LEVELS = ("none", "bachelor", "master", "doctorate")
 CREDENTIAL_KINDS = ("mentor", "coach", "supervisor")
 FORMATS = ("in_person", "online")

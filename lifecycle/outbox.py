@@ -49,7 +49,7 @@ def enqueue(ctx: Context, event: AuditEvent, emails: tuple[Email, ...]) -> None:
                 now=ctx.now,
                 case_id=ctx.case.id,
                 event_id=event.id,
-                refs=ctx.refs,
+                refs=dict(ctx.refs, calendar=True) if email.calendar else ctx.refs,
                 link=email.link,
             )
 

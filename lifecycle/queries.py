@@ -175,3 +175,33 @@ def _timeline(tx: Tx, case: Case) -> list[dict[str, Any]]:
         for message in messages
     ]
     return sorted(entries, key=lambda entry: entry["at"] or "")
+
+
+def list_outbox(tx: Tx, *, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    """Outbox messages, failed first, then newest: what a coordinator must look at."""
+    query = (
+        select(OutboxMessage)
+        .order_by((OutboxMessage.status != "failed"), OutboxMessage.id.desc())
+        .limit(limit)
+    )
+    if status:
+        query = query.where(OutboxMessage.status == status)
+    case_refs = {}
+    messages = tx.session.scalars(query).all()
+    case_ids = {m.case_id for m in messages if m.case_id}
+    for case in tx.session.scalars(select(Case).where(Case.id.in_(case_ids))):
+        case_refs[case.id] = case.ref
+    return [
+        {
+            "id": m.id,
+            "status": m.status,
+            "template": m.template,
+            "to": m.to_email,
+            "case": case_refs.get(m.case_id or 0),
+            "attempts": m.attempts,
+            "queued": _iso(m.created_at, tx),
+            "next_attempt": _iso(m.next_attempt_at, tx) if m.status == "pending" else None,
+            "last_error": m.last_error,
+        }
+        for m in messages
+    ]
