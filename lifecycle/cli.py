@@ -10,10 +10,25 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lifecycle import bootstrap, db, delivery, demo, engine, mailer, queries, services, sink
+from lifecycle import (
+    bootstrap,
+    bulk,
+    db,
+    delivery,
+    demo,
+    engine,
+    intake,
+    mailer,
+    queries,
+    scheduler,
+    services,
+    sink,
+    upcoming,
+)
 from lifecycle.bootstrap import App
 from lifecycle.config import ConfigError, load_settings
 from lifecycle.errors import Conflict, InvalidInput, MentorlusError, NotFound, Refused
@@ -116,15 +131,24 @@ def _takes_reason(tx: Any, ref: str, trigger: str) -> bool:
 
 def cmd_worker(app: App, args: argparse.Namespace) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.once:
+        done = scheduler.run_due_now(app)
+        done["emails"] = asyncio.run(delivery.run(app, once=True))
+        return done
     stop = asyncio.Event()
 
     async def main() -> int:
         loop = asyncio.get_running_loop()
         for signal_number in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signal_number, stop.set)
-        return await delivery.run(app, once=args.once, stop=stop)
+        jobs = scheduler.build(app)
+        jobs.start()
+        try:
+            return await delivery.run(app, once=False, stop=stop)
+        finally:
+            jobs.shutdown(wait=False)
 
-    return {"delivered_or_retried": asyncio.run(main())}
+    return {"emails": asyncio.run(main())}
 
 
 def cmd_outbox_deliver(app: App, args: argparse.Namespace) -> dict[str, Any]:
@@ -177,6 +201,76 @@ def cmd_smtp_sink(app: App, args: argparse.Namespace) -> dict[str, Any]:
     stopped.wait()
     controller.stop()
     return {"stopped": True}
+
+
+def cmd_upcoming(app: App, args: argparse.Namespace) -> list[dict[str, Any]]:
+    with app.unit() as tx:
+        end = _local_datetime(args.until, app, "--until", end_of_day=True)
+        return upcoming.until(tx, end)
+
+
+def _local_datetime(text: str, app: App, key: str, *, end_of_day: bool = False) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(key, f"{text!r} is not a date like 2027-03-31") from None
+    if end_of_day and len(text) == 10:
+        moment = moment.replace(hour=23, minute=59)
+    return moment if moment.tzinfo else moment.replace(tzinfo=app.settings.time_zone)
+
+
+def cmd_intake_list(app: App, args: argparse.Namespace) -> list[dict[str, Any]]:
+    with app.unit() as tx:
+        intake.ensure_rounds(tx)
+        return intake.list_rounds(tx)
+
+
+def cmd_intake_create(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    with app.unit() as tx:
+        round_ = intake.create_round(tx, name=args.name, opens=args.opens, closes=args.closes)
+        return {"id": round_.id, "name": round_.name}
+
+
+def cmd_intake_move(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    with app.unit() as tx:
+        round_ = intake.move_round(tx, round_id=args.id, opens=args.opens, closes=args.closes)
+        return {"id": round_.id, "name": round_.name}
+
+
+def cmd_intake_cancel(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    with app.unit() as tx:
+        round_ = intake.cancel_round(tx, round_id=args.id)
+        return {"id": round_.id, "name": round_.name, "status": "cancelled"}
+
+
+def _read_text(path: str, key: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise InvalidInput(key, f"cannot read {path}: {error.strerror}") from None
+
+
+def cmd_announce_draft(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    texts = {
+        "et": (args.subject_et, _read_text(args.body_et, "--body-et")),
+        "en": (args.subject_en, _read_text(args.body_en, "--body-en")),
+    }
+    with app.unit() as tx:
+        announcement = bulk.draft_announcement(
+            tx, audience=args.audience, author_email=args.actor, texts=texts
+        )
+        return bulk.preview(tx, announcement)
+
+
+def cmd_announce_send(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    with app.unit() as tx:
+        return {"id": args.id, "queued": bulk.send_announcement(tx, announcement_id=args.id)}
+
+
+def cmd_subscriber_add(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    with app.unit() as tx:
+        subscriber = bulk.subscribe(tx, email=args.email, language=args.language)
+        return {"email": subscriber.email, "confirmed": subscriber.confirmed_at is not None}
 
 
 def cmd_demo_load(app: App, args: argparse.Namespace) -> dict[str, Any]:
@@ -268,7 +362,12 @@ def parser() -> argparse.ArgumentParser:
         help="refuse with a conflict unless the case is still at this version",
     )
 
-    sub = add(commands, "worker", cmd_worker, "run the worker: deliver the outbox until stopped")
+    sub = add(
+        commands,
+        "worker",
+        cmd_worker,
+        "run the worker: timers, intake rounds, digests and mail delivery until stopped",
+    )
     sub.add_argument("--once", action="store_true", help="do what is due now, then exit")
 
     outbox = commands.add_parser("outbox", help="inspect and deliver the outbox").add_subparsers(

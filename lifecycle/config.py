@@ -8,7 +8,7 @@ import secrets
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -47,6 +47,11 @@ class Settings:
     link_valid: timedelta
     secret_key: bytes
     sink_directory: Path
+    intake_opens: tuple[tuple[int, int], ...]  # (month, day)
+    intake_open_hour: int
+    intake_length: timedelta
+    intake_reminder: timedelta
+    digest_hour: int
     workflows_dir: Path = PROJECT_ROOT / "workflows"
     templates_dir: Path = PROJECT_ROOT / "email_templates"
     # {workflow: {state: {timer name: duration}}}
@@ -66,6 +71,22 @@ def parse_duration(text: str, *, key: str) -> timedelta:
     except ValueError:
         raise ConfigError(f"{key}: {text!r} is not a duration like '3d', '12h' or '-2d'") from None
     return timedelta(**{units[value[-1]]: amount})
+
+
+def _month_day(text: str) -> tuple[int, int]:
+    try:
+        month, day = (int(part) for part in text.split("-"))
+        date(2001, month, day)  # a real day in a year that is not a leap year
+    except ValueError:
+        raise ConfigError(f"intake.opens: {text!r} is not a month-day like '03-01'") from None
+    return month, day
+
+
+def _hour(value: int, *, key: str) -> int:
+    # Local times between 03:00 and 04:00 run twice or not at all on DST change days.
+    if not 0 <= value <= 23 or value == 3:
+        raise ConfigError(f"{key}: {value} must be an hour 0-23 other than 3 (DST changes)")
+    return value
 
 
 def _one_of(value: str, allowed: tuple[str, ...], *, key: str) -> str:
@@ -158,5 +179,10 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         link_valid=timedelta(days=int(get("web", "link_valid_days"))),
         secret_key=_secret_key(environ),
         sink_directory=Path(str(get("sink", "directory"))),
+        intake_opens=tuple(_month_day(str(text)) for text in get("intake", "opens")),
+        intake_open_hour=_hour(int(get("intake", "open_hour")), key="intake.open_hour"),
+        intake_length=timedelta(days=int(get("intake", "length_days"))),
+        intake_reminder=timedelta(days=int(get("intake", "reminder_days"))),
+        digest_hour=_hour(int(get("digest", "hour")), key="digest.hour"),
         timer_overrides=overrides,
     )

@@ -38,7 +38,7 @@ def listed_mentors(session: Session) -> list[tuple[Person, MentorProfile]]:
         .where(Case.state == "listed")
         .order_by(Person.name)
     )
-    return [(person, profile) for person, profile in rows.tuples()]
+    return [(person, profile) for person, profile in rows]
 
 
 def suitable_mentors(

@@ -27,9 +27,11 @@ from lifecycle.directory import suitable_mentors
 from lifecycle.models import (
     TOPIC_LABELS,
     ActionToken,
+    Announcement,
     Application,
     AuditEvent,
     Case,
+    IntakeRound,
     MentorProfile,
     OutboxMessage,
     Person,
@@ -131,10 +133,12 @@ def context_for(session: Session, settings: Settings, message: OutboxMessage) ->
     if message.link_token_id:
         token = session.get(ActionToken, message.link_token_id)
         assert token is not None
-        context["link"] = links.url(token, settings)
+        # Bulk mail's one token is its unsubscribe link; other mail's is the action's.
+        context["unsubscribe_link" if message.bulk else "link"] = links.url(token, settings)
     if message.event_id:
         event = session.get(AuditEvent, message.event_id)
         context["comment"] = event.comment if event else ""
+    _bulk_context(session, settings, message, context)
     case = session.get(Case, message.case_id) if message.case_id else None
     if case is None:
         return context
@@ -152,6 +156,54 @@ def context_for(session: Session, settings: Settings, message: OutboxMessage) ->
         context["link"] = f"{settings.base_url}/console/cases/{case.ref}"
     context["topic"] = TOPIC_LABELS[relation.topic][lang] if relation else ""
     return context
+
+
+def _bulk_context(
+    session: Session, settings: Settings, message: OutboxMessage, context: dict[str, Any]
+) -> None:
+    """Round, announcement and digest emails carry their content in the row's refs."""
+    lang = message.language
+    if round_id := message.refs.get("round_id"):
+        context["link"] = f"{settings.base_url}/apply"
+        round_ = session.get(IntakeRound, round_id)
+        assert round_ is not None
+        context["round"] = {
+            "name": round_.name,
+            "opens": when(round_.opens_at, settings, lang),
+            "closes": when(round_.closes_at, settings, lang),
+            "counts": [
+                {"state_label": item["label"][lang], "count": item["count"]}
+                for item in message.refs.get("counts", [])
+            ],
+        }
+    if announcement_id := message.refs.get("announcement_id"):
+        announcement = session.get(Announcement, announcement_id)
+        assert announcement is not None
+        context["announcement"] = {
+            "subject": getattr(announcement, f"subject_{lang}"),
+            "body": getattr(announcement, f"body_{lang}"),
+        }
+    if "queue" in message.refs:
+        context["queue"] = [
+            {
+                "id": item["id"],
+                "action": item["action"],
+                "since": day(
+                    datetime.fromisoformat(item["since"]).astimezone(settings.time_zone).date(),
+                    lang,
+                ),
+                "overdue_since": day(
+                    datetime.fromisoformat(item["overdue_since"])
+                    .astimezone(settings.time_zone)
+                    .date(),
+                    lang,
+                )
+                if item["overdue_since"]
+                else "",
+            }
+            for item in message.refs["queue"]
+        ]
+        context["link"] = f"{settings.base_url}/console"
 
 
 def _application_context(
@@ -234,6 +286,7 @@ def sample_context_shape() -> dict[str, Any]:
         "case": {"ref": "", "state_label": ""},
         "comment": "",
         "link": "",
+        "unsubscribe_link": "",
         "applicant_name": "",
         "mentor_name": "",
         "mentee_name": "",
@@ -243,6 +296,9 @@ def sample_context_shape() -> dict[str, Any]:
         "agreement": {"version": 0, "ends_on": ""},
         "alternatives": [],
         "only_certificate_missing": False,
+        "round": {"name": "", "opens": "", "closes": "", "counts": []},
+        "announcement": {"subject": "", "body": ""},
+        "queue": [],
     }
 
 
@@ -254,6 +310,7 @@ def sample_context() -> dict[str, Any]:
         "case": {"ref": "M-7", "state_label": "Pöördumine saadetud"},
         "comment": "Palun lisage diplomi koopia.",
         "link": "https://mentorlus.example.org/a/abc123",
+        "unsubscribe_link": "https://mentorlus.example.org/l/def456",
         "applicant_name": "Kalle Kask",
         "mentor_name": "Tiina Tamm",
         "mentee_name": "Mari Maasikas",
@@ -263,4 +320,19 @@ def sample_context() -> dict[str, Any]:
         "agreement": {"version": 2, "ends_on": "30.06.2027"},
         "alternatives": [{"name": "Peeter Pärn", "link": "https://mentorlus.example.org/m/3"}],
         "only_certificate_missing": True,
+        "round": {
+            "name": "Kevadvoor 2027",
+            "opens": "1. märts 2027 kell 09:00",
+            "closes": "31. märts 2027 kell 09:00",
+            "counts": [{"state_label": "Esitatud", "count": 4}],
+        },
+        "announcement": {"subject": "Koostööseminar 12. mail", "body": "Kutsume kõiki mentoreid."},
+        "queue": [
+            {
+                "id": "A-12",
+                "action": "Alusta avalduse läbivaatamist",
+                "since": "1. märts 2027",
+                "overdue_since": "8. märts 2027",
+            },
+        ],
     }

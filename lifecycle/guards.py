@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from lifecycle.directory import taken_places
+from lifecycle.intake import current_round, next_round
 from lifecycle.models import (
     Application,
     Case,
-    IntakeRound,
     MentorProfile,
     Relation,
 )
@@ -47,21 +47,9 @@ def _profile(ctx: Context, person_id: int) -> MentorProfile | None:
 def intake_round_open(ctx: Context) -> str | None:
     if "coordinator" in ctx.roles:
         return None  # a coordinator may enter an application on someone's behalf at any time
-    open_round = ctx.session.scalar(
-        select(IntakeRound.id).where(
-            IntakeRound.opens_at <= ctx.now,
-            IntakeRound.closes_at > ctx.now,
-            IntakeRound.cancelled_at.is_(None),
-        )
-    )
-    if open_round is not None:
+    if current_round(ctx.session, ctx.now) is not None:
         return None
-    upcoming = ctx.session.scalar(
-        select(IntakeRound)
-        .where(IntakeRound.opens_at > ctx.now, IntakeRound.cancelled_at.is_(None))
-        .order_by(IntakeRound.opens_at)
-        .limit(1)
-    )
+    upcoming = next_round(ctx.session, ctx.now)
     if upcoming is None:
         return "applications are accepted only during an intake round, and none is scheduled"
     zone = ctx.settings.time_zone

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
@@ -43,6 +43,7 @@ def issue(
     person_id: int | None = None,
     subscriber_id: int | None = None,
     case_id: int | None = None,
+    valid_for: timedelta | None = None,
 ) -> ActionToken:
     """A new token row, in the caller's transaction."""
     token = ActionToken(
@@ -52,7 +53,7 @@ def issue(
         case_id=case_id,
         action=action,
         created_at=now,
-        expires_at=now + settings.link_valid,
+        expires_at=now + (valid_for or settings.link_valid),
         used_at=None,
     )
     session.add(token)

@@ -32,8 +32,8 @@ def compose(session: Session, settings: Settings, message: OutboxMessage) -> Ema
     mail["Message-ID"] = message.message_id
     mail["Date"] = format_datetime(message.created_at)
     mail["Auto-Submitted"] = "auto-generated"
-    if message.bulk and context["link"]:
-        mail["List-Unsubscribe"] = f"<{context['link']}>"
+    if message.bulk:
+        mail["List-Unsubscribe"] = f"<{context['unsubscribe_link']}>"
         mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     mail.set_content(rendered.text)
     mail.add_alternative(rendered.html, subtype="html")

@@ -86,6 +86,10 @@ class Person(Base):
     # Staff role ("coordinator" or "committee"); None for mentors, mentees, applicants.
     role: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime]
+    # An applicant who asked to be told when the next intake round opens.
+    notify_rounds: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set when the person unsubscribed from bulk mail (announcements).
+    bulk_opt_out_at: Mapped[datetime | None]
 
     profile: Mapped[MentorProfile | None] = relationship(back_populates="person")
 
@@ -136,6 +140,13 @@ class IntakeRound(Base):
     opens_at: Mapped[datetime]
     closes_at: Mapped[datetime]
     cancelled_at: Mapped[datetime | None]
+    # The schedule date that created it (None: created by a coordinator). A moved or
+    # cancelled round keeps it, so the schedule never creates that round again.
+    scheduled_for: Mapped[date | None] = mapped_column(Date, unique=True)
+    # Each of these is sent once: the flag is set in the transaction that queues the mail.
+    announced_at: Mapped[datetime | None]
+    reminded_at: Mapped[datetime | None]
+    summarized_at: Mapped[datetime | None]
 
 
 class Subscriber(Base):
@@ -335,8 +346,10 @@ class Timer(Base):
     state: Mapped[str] = mapped_column(String(40))
     name: Mapped[str] = mapped_column(String(60))
     due_at: Mapped[datetime]
+    # pending → fired | skipped (too late, or the step was refused) | cancelled (state left)
     status: Mapped[str] = mapped_column(String(12), default="pending")
     finished_at: Mapped[datetime | None]
+    note: Mapped[str] = mapped_column(Text, default="")
 
     __table_args__ = (
         UniqueConstraint("case_id", "entry_event_id", "name", "due_at"),
@@ -393,3 +406,19 @@ class ActionToken(Base):
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+
+
+class Announcement(Base):
+    """A one-off message from a coordinator to all listed mentors or all subscribers."""
+
+    __tablename__ = "announcements"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    audience: Mapped[str] = mapped_column(String(20))  # mentors, subscribers
+    subject_et: Mapped[str] = mapped_column(String(200))
+    body_et: Mapped[str] = mapped_column(Text)
+    subject_en: Mapped[str] = mapped_column(String(200))
+    body_en: Mapped[str] = mapped_column(Text)
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("people.id"))
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import make_msgid
 from typing import Any
 
@@ -11,8 +11,19 @@ from sqlalchemy.orm import Session
 
 from lifecycle import links
 from lifecycle.config import Settings
-from lifecycle.models import Application, AuditEvent, OutboxMessage, Person, Relation
+from lifecycle.models import (
+    ActionToken,
+    Application,
+    AuditEvent,
+    OutboxMessage,
+    Person,
+    Relation,
+    Subscriber,
+)
 from lifecycle.workflow import Context, Email
+
+# An unsubscribe link must still work long after the announcement.
+UNSUBSCRIBE_VALID = timedelta(days=365)
 
 
 def recipients(ctx: Context, to: tuple[str, ...]) -> list[Person]:
@@ -69,20 +80,113 @@ def add(
 ) -> OutboxMessage:
     """One outbox row for a person, with its action link's token when the email has one."""
     token = None
-    if link is not None and link != "console":
+    if link is not None:
         token = links.issue(
             session, settings, action=link, now=now, person_id=person.id, case_id=case_id
         )
+    return queue(
+        session,
+        settings,
+        key=key,
+        template=template,
+        to=(person.email, person.name),
+        language=person.language,
+        person_id=person.id,
+        now=now,
+        token=token,
+        case_id=case_id,
+        event_id=event_id,
+        refs=refs,
+        bulk=False,
+    )
+
+
+def add_bulk(
+    session: Session,
+    settings: Settings,
+    *,
+    key: str,
+    template: str,
+    reader: Person | Subscriber,
+    now: datetime,
+    refs: dict[str, Any] | None = None,
+) -> OutboxMessage | None:
+    """Bulk mail (announcements): skipped for a reader who unsubscribed; the link unsubscribes."""
+    if isinstance(reader, Person):
+        if reader.bulk_opt_out_at is not None:
+            return None
+        to, person_id = (reader.email, reader.name), reader.id
+        token = links.issue(
+            session,
+            settings,
+            action="unsubscribe",
+            now=now,
+            person_id=reader.id,
+            valid_for=UNSUBSCRIBE_VALID,
+        )
+    else:
+        if reader.unsubscribed_at is not None or reader.confirmed_at is None:
+            return None
+        to, person_id = (reader.email, ""), None
+        token = links.issue(
+            session,
+            settings,
+            action="unsubscribe",
+            now=now,
+            subscriber_id=reader.id,
+            valid_for=UNSUBSCRIBE_VALID,
+        )
+    return queue(
+        session,
+        settings,
+        key=key,
+        template=template,
+        to=to,
+        language=reader.language,
+        person_id=person_id,
+        now=now,
+        token=token,
+        case_id=None,
+        event_id=None,
+        refs=refs,
+        bulk=True,
+    )
+
+
+def exists(session: Session, key: str) -> bool:
+    return (
+        session.scalar(select(OutboxMessage.id).where(OutboxMessage.idempotency_key == key))
+        is not None
+    )
+
+
+def queue(
+    session: Session,
+    settings: Settings,
+    *,
+    key: str,
+    template: str,
+    to: tuple[str, str],
+    language: str,
+    person_id: int | None,
+    now: datetime,
+    token: ActionToken | None,
+    case_id: int | None,
+    event_id: int | None,
+    refs: dict[str, Any] | None,
+    bulk: bool,
+) -> OutboxMessage:
+    email, name = to
     message = OutboxMessage(
         idempotency_key=key,
         case_id=case_id,
         event_id=event_id,
         template=template,
-        to_person_id=person.id,
-        to_email=person.email,
-        to_name=person.name,
-        language=person.language,
-        bulk=False,
+        to_person_id=person_id,
+        to_email=email,
+        to_name=name,
+        language=language,
+        bulk=bulk,
         refs=dict(refs or {}),
         link_token_id=token.id if token else None,
         message_id=make_msgid(domain=settings.from_address.rpartition("@")[2]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, or_, select
 
 from lifecycle.engine import Tx, load_case
 from lifecycle.models import (
@@ -205,3 +205,67 @@ def list_outbox(tx: Tx, *, status: str | None = None, limit: int = 200) -> list[
         }
         for m in messages
     ]
+
+
+def work_queue(tx: Tx, *, language: str) -> list[dict[str, Any]]:
+    """Cases that wait for a coordinator or are overdue, overdue first, then oldest first."""
+    overdue = {
+        case_id: due
+        for case_id, due in tx.session.execute(
+            select(Timer.case_id, func.min(Timer.due_at))
+            .join(Case, Case.id == Timer.case_id)
+            .where(
+                Timer.status == "fired",
+                Timer.entry_event_id == Case.entry_event_id,
+                Timer.name.in_(_overdue_timer_names(tx)),
+            )
+            .group_by(Timer.case_id)
+        )
+    }
+    waiting_states = [
+        (name, state.name)
+        for name, workflow in tx.workflows.items()
+        for state in workflow.states.values()
+        if state.waits_for == "coordinator"
+    ]
+    cases = tx.session.scalars(
+        select(Case).where(
+            or_(
+                Case.id.in_(overdue),
+                *[
+                    and_(Case.workflow == workflow, Case.state == state)
+                    for workflow, state in waiting_states
+                ],
+            )
+        )
+    ).all()
+    items = []
+    for case in cases:
+        state = tx.workflows[case.workflow].state(case.state)
+        items.append(
+            {
+                "id": case.ref,
+                "state": case.state,
+                "action": state.action[language] if state.action else "",
+                "since": case.state_entered_at,
+                "overdue_since": overdue.get(case.id),
+            }
+        )
+    items.sort(
+        key=lambda item: (
+            item["overdue_since"] is None,
+            item["overdue_since"] or item["since"],
+            item["since"],
+        )
+    )
+    return items
+
+
+def _overdue_timer_names(tx: Tx) -> set[str]:
+    return {
+        timer.name
+        for workflow in tx.workflows.values()
+        for state in workflow.states.values()
+        for timer in state.timers
+        if timer.overdue
+    }

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from lifecycle import engine
 from lifecycle.engine import Tx
 from lifecycle.errors import InvalidInput, NotFound, Refused
+from lifecycle.intake import current_round
 from lifecycle.models import (
     APPLICATION,
     CREDENTIAL_KINDS,
@@ -28,7 +29,6 @@ from lifecycle.models import (
     Case,
     Credential,
     Evidence,
-    IntakeRound,
     MentorProfile,
     Person,
     Relation,
@@ -69,7 +69,8 @@ def _text(
     return text
 
 
-def _email(data: Mapping[str, Any], key: str = "email") -> str:
+def email_address(data: Mapping[str, Any], key: str = "email") -> str:
+    """The address in data[key], lower-cased; InvalidInput naming the field otherwise."""
     address = _text(data, key).lower()
     if not EMAIL.match(address) or CONTROL.search(address):
         raise InvalidInput(key, f"'{address}' is not an email address")
@@ -116,7 +117,7 @@ def _choice(data: Mapping[str, Any], key: str, allowed: tuple[str, ...], default
 
 def upsert_person(tx: Tx, data: Mapping[str, Any]) -> Person:
     """The person with this email, created or brought up to date from what they typed."""
-    email = _email(data)
+    email = email_address(data)
     person = tx.session.scalar(select(Person).where(Person.email == email))
     if person is None:
         person = Person(email=email, created_at=tx.now, role=None)
@@ -141,6 +142,8 @@ def person_by_email(tx: Tx, email: str) -> Person:
 def submit_application(tx: Tx, *, data: Mapping[str, Any], actor_email: str | None = None) -> Case:
     """A mentor application from the public form, or entered by a coordinator (actor_email)."""
     applicant = upsert_person(tx, data)
+    if "notify_rounds" in data:  # told when a later intake round opens
+        applicant.notify_rounds = _bool(data, "notify_rounds")
     tx.session.flush()
     actor = person_by_email(tx, actor_email) if actor_email else applicant
     open_application = tx.session.scalar(
@@ -175,15 +178,12 @@ def submit_application(tx: Tx, *, data: Mapping[str, Any], actor_email: str | No
         tx.session.delete(credential)
     profile.credentials = credentials
 
-    round_id = tx.session.scalar(
-        select(IntakeRound.id).where(
-            IntakeRound.opens_at <= tx.now,
-            IntakeRound.closes_at > tx.now,
-            IntakeRound.cancelled_at.is_(None),
-        )
-    )
+    round_ = current_round(tx.session, tx.now)
     application = Application(
-        person_id=applicant.id, intake_round_id=round_id, submitted_at=tx.now, person=applicant
+        person_id=applicant.id,
+        intake_round_id=round_.id if round_ else None,
+        submitted_at=tx.now,
+        person=applicant,
     )
     documents = data.get("documents") or {}
     degree = f"{profile.degree_level} in {profile.degree_field or '—'}"
@@ -241,7 +241,7 @@ def _credentials(data: Mapping[str, Any]) -> list[Credential]:
 
 def submit_request(tx: Tx, *, data: Mapping[str, Any], actor_email: str | None = None) -> Case:
     """A mentee asks a listed mentor for mentoring on one topic and one concrete question."""
-    mentor = person_by_email(tx, _email(data, "mentor"))
+    mentor = person_by_email(tx, email_address(data, "mentor"))
     mentee = upsert_person(tx, data)
     tx.session.flush()
     actor = person_by_email(tx, actor_email) if actor_email else mentee

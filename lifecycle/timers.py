@@ -43,11 +43,14 @@ def reconcile(ctx: Context, workflow: Workflow) -> None:
     """Cancel the pending timers the case no longer needs; create the ones its state declares.
 
     Timers belong to one entry into a state (the case's entry event): leaving the state
-    cancels them, and a moved anchor (a rescheduled interview) moves them.
+    cancels them, and a moved anchor (a rescheduled interview) moves them. A repeating
+    timer re-arms itself when it fires, so any round of it in this entry is kept.
     """
     case = ctx.case
     desired = {}
-    for spec in workflow.state(case.state).timers:
+    specs = workflow.state(case.state).timers
+    repeating = {spec.name for spec in specs if spec.repeat}
+    for spec in specs:
         if spec.cancel_when and ANCHORS[spec.cancel_when](ctx) is not None:
             continue
         anchor = (
@@ -57,15 +60,21 @@ def reconcile(ctx: Context, workflow: Workflow) -> None:
             desired[(spec.name, anchor + spec.after)] = spec
     timers = ctx.session.scalars(select(Timer).where(Timer.case_id == case.id)).all()
     existing: dict[tuple[str, datetime], Timer] = {}
+    started = set()  # repeating timers that already run in this entry
     for timer in timers:
         key = (timer.name, timer.due_at)
-        if timer.entry_event_id == case.entry_event_id and key in desired:
+        current = timer.entry_event_id == case.entry_event_id
+        if current and timer.name in repeating:
+            started.add(timer.name)
+        elif current and key in desired:
             existing[key] = timer
         elif timer.status == "pending":
             timer.status = "cancelled"
             timer.finished_at = ctx.now
     assert case.entry_event_id is not None
     for name, due_at in desired:
+        if name in started:
+            continue
         kept = existing.get((name, due_at))
         if kept is None:
             ctx.session.add(

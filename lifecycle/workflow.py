@@ -26,8 +26,7 @@ from lifecycle.models import Application, Case, Person, Relation
 ROLES = ("coordinator", "committee", "applicant", "mentor", "mentee", "system")
 RECIPIENTS = ("applicant", "mentor", "mentee", "committee", "coordinators")
 FIELD_TYPES = ("text", "datetime", "date", "int", "bool", "choice", "email_list")
-# Where the link in an email leads: a page for one person and one case ("console" is the
-# coordinators' case page, behind their login, so it needs no token).
+# Where the link in an email leads: a page for one person and one case.
 LINK_ACTIONS = (
     "provide_info",
     "availability",
@@ -38,7 +37,6 @@ LINK_ACTIONS = (
     "log_meeting",
     "close",
     "feedback",
-    "console",
 )
 
 
@@ -85,6 +83,7 @@ class TimerSpec:
     trigger: str | None
     repeat: bool
     cancel_when: str | None  # an anchor: once it has a time, the timer is no longer needed
+    overdue: bool  # marks the case overdue in the coordinators' work queue and digest
 
 
 @dataclass(frozen=True)
@@ -373,8 +372,12 @@ def load_workflow(path: Path, settings: Settings, registries: Registries) -> Wor
             if cancel_when is not None and cancel_when not in registries.anchors:
                 raise WorkflowError(f"{key}.cancel_when: anchor '{cancel_when}' is not registered")
             email = _emails([timer["email"]], key, templates)[0] if "email" in timer else None
-            if (email is None) == (timer.get("trigger") is None):
-                raise WorkflowError(f"{key}: a timer sends an email or fires a trigger (one)")
+            overdue = bool(timer.get("overdue", False))
+            if [email is not None, timer.get("trigger") is not None, overdue].count(True) != 1:
+                raise WorkflowError(
+                    f"{key}: a timer sends an email, fires a trigger or marks the case overdue "
+                    "(exactly one)"
+                )
             try:
                 after = overrides.get(state_name, {}).get(timer_name) or parse_duration(
                     str(timer.get("after", "")), key=f"{key}.after"
@@ -390,6 +393,7 @@ def load_workflow(path: Path, settings: Settings, registries: Registries) -> Wor
                     timer.get("trigger"),
                     bool(timer.get("repeat", False)),
                     cancel_when,
+                    overdue,
                 )
             )
         action = item.get("action")

@@ -41,7 +41,12 @@ def upgrade() -> None:
         sa.Column("opens_at", lifecycle.models.UTCDateTime(), nullable=False),
         sa.Column("closes_at", lifecycle.models.UTCDateTime(), nullable=False),
         sa.Column("cancelled_at", lifecycle.models.UTCDateTime(), nullable=True),
+        sa.Column("scheduled_for", sa.Date(), nullable=True),
+        sa.Column("announced_at", lifecycle.models.UTCDateTime(), nullable=True),
+        sa.Column("reminded_at", lifecycle.models.UTCDateTime(), nullable=True),
+        sa.Column("summarized_at", lifecycle.models.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("scheduled_for"),
     )
     op.create_table(
         "people",
@@ -53,6 +58,8 @@ def upgrade() -> None:
         sa.Column("region", sa.String(length=100), nullable=False),
         sa.Column("role", sa.String(length=20), nullable=True),
         sa.Column("created_at", lifecycle.models.UTCDateTime(), nullable=False),
+        sa.Column("notify_rounds", sa.Boolean(), nullable=False),
+        sa.Column("bulk_opt_out_at", lifecycle.models.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("email"),
     )
@@ -88,6 +95,23 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["subscriber_id"],
             ["subscribers.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_table(
+        "announcements",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("audience", sa.String(length=20), nullable=False),
+        sa.Column("subject_et", sa.String(length=200), nullable=False),
+        sa.Column("body_et", sa.Text(), nullable=False),
+        sa.Column("subject_en", sa.String(length=200), nullable=False),
+        sa.Column("body_en", sa.Text(), nullable=False),
+        sa.Column("created_by_id", sa.Integer(), nullable=False),
+        sa.Column("created_at", lifecycle.models.UTCDateTime(), nullable=False),
+        sa.Column("sent_at", lifecycle.models.UTCDateTime(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["created_by_id"],
+            ["people.id"],
         ),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -368,6 +392,7 @@ def upgrade() -> None:
         sa.Column("due_at", lifecycle.models.UTCDateTime(), nullable=False),
         sa.Column("status", sa.String(length=12), nullable=False),
         sa.Column("finished_at", lifecycle.models.UTCDateTime(), nullable=True),
+        sa.Column("note", sa.Text(), nullable=False),
         sa.ForeignKeyConstraint(
             ["case_id"],
             ["cases.id"],
@@ -436,6 +461,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_applications_person_id"))
 
     op.drop_table("applications")
+    op.drop_table("announcements")
     op.drop_table("action_tokens")
     op.drop_table("subscribers")
     op.drop_table("people")
