@@ -396,6 +396,59 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--dir", help="folder for the .eml files (default: [sink] directory)")
     sub.add_argument("--port", type=int, help="port on 127.0.0.1 (default: [smtp] port)")
 
+    sub = add(
+        commands,
+        "upcoming",
+        cmd_upcoming,
+        "list every email and automatic step due until a date if nobody acts",
+    )
+    sub.add_argument("--until", required=True, help="a date (or date and time), e.g. 2027-03-31")
+
+    rounds = commands.add_parser("intake", help="intake rounds").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    add(rounds, "list", cmd_intake_list, "list intake rounds (the schedule's are created ahead)")
+    sub = add(rounds, "create", cmd_intake_create, "create an extra intake round")
+    sub.add_argument("--name", required=True)
+    sub.add_argument("--opens", required=True, help="local date and time, e.g. 2027-05-01T09:00")
+    sub.add_argument("--closes", required=True, help="local date and time")
+    sub = add(rounds, "move", cmd_intake_move, "move an intake round")
+    sub.add_argument("id", type=int)
+    sub.add_argument("--opens", required=True, help="local date and time")
+    sub.add_argument("--closes", required=True, help="local date and time")
+    sub = add(rounds, "cancel", cmd_intake_cancel, "cancel an intake round")
+    sub.add_argument("id", type=int)
+
+    announce = commands.add_parser("announce", help="one-off announcements").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    sub = add(
+        announce,
+        "draft",
+        cmd_announce_draft,
+        "write an announcement and preview who will get it (nothing is sent yet)",
+    )
+    sub.add_argument("--audience", required=True, choices=list(bulk.AUDIENCES))
+    sub.add_argument("--actor", required=True, help="the coordinator's email")
+    sub.add_argument("--subject-et", required=True)
+    sub.add_argument("--body-et", required=True, help="file with the Estonian text")
+    sub.add_argument("--subject-en", required=True)
+    sub.add_argument("--body-en", required=True, help="file with the English text")
+    sub = add(announce, "send", cmd_announce_send, "send a drafted announcement, once")
+    sub.add_argument("id", type=int)
+
+    subscribers = commands.add_parser("subscriber", help="intake notifications").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    sub = add(
+        subscribers,
+        "add",
+        cmd_subscriber_add,
+        "subscribe an address (it gets a confirmation link first)",
+    )
+    sub.add_argument("email")
+    sub.add_argument("--language", default="et", choices=["et", "en"])
+
     demo_cmd = commands.add_parser("demo", help="demo data").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )

@@ -99,14 +99,21 @@ def _fire(tx: Tx, timer: Timer) -> tuple[str, str]:
 
 
 def _rearm(tx: Tx, timer: Timer, spec: TimerSpec) -> None:
-    """The next round of a repeating timer, in the same state entry."""
+    """The next round of a repeating timer, in the same state entry.
+
+    After downtime the missed rounds are not made up one by one: one check-in goes out,
+    and the next is due a whole period after the last scheduled time that has passed.
+    """
+    due = timer.due_at + spec.after
+    while due <= tx.now:
+        due += spec.after
     tx.session.add(
         Timer(
             case_id=timer.case_id,
             entry_event_id=timer.entry_event_id,
             state=timer.state,
             name=timer.name,
-            due_at=timer.due_at + spec.after,
+            due_at=due,
             status="pending",
             note="",
         )
