@@ -46,8 +46,7 @@ def claim(app: App, *, limit: int) -> list[int]:
             .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
             .limit(limit)
         )
-        if tx.session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
+        query = query.with_for_update(skip_locked=True)  # SQLite: BEGIN IMMEDIATE instead
         ids = list(tx.session.scalars(query))
         if ids:
             tx.session.execute(

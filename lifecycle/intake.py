@@ -11,6 +11,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from lifecycle import outbox
@@ -28,13 +29,14 @@ def _name(opens_on: date) -> str:
 
 
 def schedule_dates(tx: Tx, *, until: datetime) -> list[date]:
-    """The schedule's opening dates from this year up to `until`."""
-    today = tx.now.astimezone(tx.settings.time_zone).date()
+    """The schedule's opening dates, from the round that may still be open, up to `until`."""
+    # From the earliest opening whose round may still be open today.
+    first = (tx.now - tx.settings.intake_length).astimezone(tx.settings.time_zone).date()
     return [
         date(year, month, day)
-        for year in range(today.year, until.year + 1)
+        for year in range(first.year, until.year + 1)
         for month, day in tx.settings.intake_opens
-        if today <= date(year, month, day) <= until.date()
+        if first <= date(year, month, day) <= until.date()
     ]
 
 
@@ -53,7 +55,11 @@ def ensure_rounds(tx: Tx) -> list[IntakeRound]:
             closes_at=opens_at + tx.settings.intake_length,
             scheduled_for=opens_on,
         )
-        tx.session.add(round_)
+        try:
+            with tx.session.begin_nested():
+                tx.session.add(round_)
+        except IntegrityError:  # another worker created it at the same moment
+            continue
         created.append(round_)
     return created
 
@@ -170,16 +176,18 @@ def run_round_mail(tx: Tx) -> dict[str, int]:
     ensure_rounds(tx)
     live = IntakeRound.cancelled_at.is_(None)
     for round_ in tx.session.scalars(
-        select(IntakeRound).where(
-            live, IntakeRound.announced_at.is_(None), IntakeRound.opens_at <= tx.now
-        )
+        select(IntakeRound)
+        .with_for_update(skip_locked=True)
+        .where(live, IntakeRound.announced_at.is_(None), IntakeRound.opens_at <= tx.now)
     ):
         round_.announced_at = tx.now
         if tx.now < round_.closes_at:  # a round missed entirely is not announced late
             _to_audience(tx, round_, "round_opened")
             done["announced"] += 1
     for round_ in tx.session.scalars(
-        select(IntakeRound).where(
+        select(IntakeRound)
+        .with_for_update(skip_locked=True)
+        .where(
             live,
             IntakeRound.reminded_at.is_(None),
             IntakeRound.closes_at <= tx.now + tx.settings.intake_reminder,
@@ -190,9 +198,9 @@ def run_round_mail(tx: Tx) -> dict[str, int]:
             _to_audience(tx, round_, "round_closing")
             done["reminded"] += 1
     for round_ in tx.session.scalars(
-        select(IntakeRound).where(
-            live, IntakeRound.summarized_at.is_(None), IntakeRound.closes_at <= tx.now
-        )
+        select(IntakeRound)
+        .with_for_update(skip_locked=True)
+        .where(live, IntakeRound.summarized_at.is_(None), IntakeRound.closes_at <= tx.now)
     ):
         round_.summarized_at = tx.now
         _summary(tx, round_)
@@ -202,12 +210,22 @@ def run_round_mail(tx: Tx) -> dict[str, int]:
 
 def _to_audience(tx: Tx, round_: IntakeRound, template: str) -> None:
     """Confirmed subscribers and past applicants who asked to be told; each address once."""
-    readers: dict[str, Person | Subscriber] = {}
-    for person in tx.session.scalars(select(Person).where(Person.notify_rounds.is_(True))):
-        readers[person.email] = person
-    for subscriber in tx.session.scalars(select(Subscriber)):
-        readers.setdefault(subscriber.email, subscriber)
-    for email, reader in readers.items():
+    people = {
+        p.email: p for p in tx.session.scalars(select(Person).where(Person.notify_rounds.is_(True)))
+    }
+    subscribers = {s.email: s for s in tx.session.scalars(select(Subscriber))}
+    for email in sorted(people.keys() | subscribers.keys()):
+        person, subscriber = people.get(email), subscribers.get(email)
+        # Unsubscribing either way (as a person or as a subscriber) stops round mail.
+        if (person and person.bulk_opt_out_at) or (subscriber and subscriber.unsubscribed_at):
+            continue
+        reader: Person | Subscriber
+        if subscriber is not None and subscriber.confirmed_at is not None:
+            reader = subscriber
+        elif person is not None:
+            reader = person
+        else:
+            continue
         outbox.add_bulk(
             tx.session,
             tx.settings,

@@ -51,8 +51,7 @@ def fire_timer(app: App, timer_id: int) -> str | None:
     """Fire one timer if it is still pending: 'fired', 'skipped', or None (someone else did)."""
     with app.unit() as tx:
         query = select(Timer).where(Timer.id == timer_id, Timer.status == "pending")
-        if tx.session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
+        query = query.with_for_update(skip_locked=True)  # SQLite: BEGIN IMMEDIATE instead
         timer = tx.session.scalar(query)
         if timer is None:
             return None
