@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import email
+import email.policy
 import json
 import logging
 import signal
@@ -165,13 +167,18 @@ def cmd_outbox_show(app: App, args: argparse.Namespace) -> dict[str, Any]:
         message = tx.session.get(OutboxMessage, args.id)
         if message is None:
             raise NotFound(f"no outbox message {args.id}")
-        mail = mailer.compose(tx.session, app.settings, message)
+        mail = email.message_from_bytes(
+            mailer.compose(tx.session, app.settings, message), policy=email.policy.default
+        )
+        text = mail.get_body(("plain",))
         return {
             "id": message.id,
             "status": message.status,
             "attempts": message.attempts,
             "last_error": message.last_error,
-            "message": mail.as_string(),
+            **{name.lower(): str(value) for name, value in mail.items()},
+            "parts": [part.get_content_type() for part in mail.iter_parts()],
+            "text": text.get_content() if text is not None else "",
         }
 
 

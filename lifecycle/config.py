@@ -152,7 +152,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         }
         for workflow, states in raw.get("timers", {}).items()
     }
-    return Settings(
+    settings = Settings(
         database_url=str(get("database", "url")),
         programme_name=str(get("programme", "name")),
         from_address=str(get("programme", "from_address")),
@@ -186,3 +186,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         digest_hour=_hour(int(get("digest", "hour")), key="digest.hour"),
         timer_overrides=overrides,
     )
+    if settings.delivery_lease.total_seconds() <= 2 * settings.smtp_timeout:
+        # A worker starts no send its lease might not cover, so the lease must be longer.
+        raise ConfigError("delivery.lease_seconds must be more than twice smtp.timeout_seconds")
+    return settings

@@ -1,10 +1,12 @@
 """The delivery worker: claim due outbox rows under a lease, render, send over SMTP, mark.
 
-A claim is one short transaction (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: BEGIN
-IMMEDIATE makes it atomic), so several workers never take the same row. A worker that dies
-leaves its rows 'sending'; when their lease ends another worker takes them again. The one
-window for a duplicate is a crash between the server's acceptance and our mark: at most the
-messages in flight at that moment (one per connection).
+A claim is one short transaction (FOR UPDATE SKIP LOCKED on PostgreSQL; on SQLite the
+BEGIN IMMEDIATE transaction makes it atomic) that stamps the rows with a claim token and
+a lease, so several workers never take the same row. A worker does not start a send its
+lease might not cover, and marks a row only while its token still holds it: a row whose
+lease ran out belongs to the worker that took it over. A worker that dies leaves its rows
+'sending' until the lease ends; the one window for a duplicate is a crash between the
+server's acceptance and the mark — at most the messages in flight at that moment.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import contextlib
 import logging
 import random
 import ssl
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import aiosmtplib
 from sqlalchemy import and_, or_, select, update
@@ -27,38 +31,78 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Claim:
+    token: str
+    ids: list[int]
+    lease_until: datetime
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A claimed message, rendered and ready to send."""
+
+    id: int
+    recipient: str
+    attempts: int
+    content: bytes
+
+
+@dataclass(frozen=True)
 class Outcome:
     status: str  # sent, retry, failed
     error: str = ""
 
 
-def claim(app: App, *, limit: int) -> list[int]:
-    """Take up to `limit` due rows for this worker: pending ones, and those whose lease ended."""
+def claim(app: App, *, limit: int) -> Claim:
+    """Take up to `limit` due rows: pending ones, and those whose lease has ended."""
+    token = uuid.uuid4().hex
     with app.unit() as tx:
-        now = tx.now
+        lease_until = tx.now + app.settings.delivery_lease
         due = or_(
-            and_(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now),
-            and_(OutboxMessage.status == "sending", OutboxMessage.lease_until <= now),
+            and_(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= tx.now),
+            and_(OutboxMessage.status == "sending", OutboxMessage.lease_until <= tx.now),
         )
-        query = (
-            select(OutboxMessage.id)
-            .where(due)
-            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
-            .limit(limit)
+        ids = list(
+            tx.session.scalars(
+                select(OutboxMessage.id)
+                .where(due)
+                .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)  # SQLite: BEGIN IMMEDIATE instead
+            )
         )
-        query = query.with_for_update(skip_locked=True)  # SQLite: BEGIN IMMEDIATE instead
-        ids = list(tx.session.scalars(query))
         if ids:
             tx.session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id.in_(ids))
                 .values(
                     status="sending",
-                    lease_until=now + app.settings.delivery_lease,
+                    lease_until=lease_until,
+                    claim_token=token,
                     attempts=OutboxMessage.attempts + 1,
                 )
             )
-        return ids
+    return Claim(token, ids, lease_until)
+
+
+def render(app: App, claimed: Claim) -> tuple[list[Ready], dict[int, Outcome]]:
+    """Compose every claimed message in one read; one that cannot be rendered fails alone."""
+    ready, failed = [], {}
+    with app.unit() as tx:
+        messages = tx.session.scalars(
+            select(OutboxMessage).where(
+                OutboxMessage.id.in_(claimed.ids), OutboxMessage.claim_token == claimed.token
+            )
+        )
+        for message in messages:
+            try:
+                content = mailer.compose(tx.session, app.settings, message)
+            except Exception as error:  # one broken message must not stop the others
+                log.exception("outbox %s cannot be rendered", message.id)
+                failed[message.id] = Outcome("failed", f"cannot be rendered: {error}")
+                continue
+            ready.append(Ready(message.id, message.to_email, message.attempts, content))
+    return ready, failed
 
 
 def classify(error: BaseException) -> Outcome:
@@ -68,35 +112,38 @@ def classify(error: BaseException) -> Outcome:
         permanent = all(500 <= code < 600 for code in codes)
         return Outcome("failed" if permanent else "retry", str(error))
     if isinstance(error, aiosmtplib.SMTPResponseException):
-        return Outcome(
-            "failed" if 500 <= error.code < 600 else "retry", f"{error.code} {error.message}"
-        )
+        permanent = 500 <= error.code < 600
+        return Outcome("failed" if permanent else "retry", f"{error.code} {error.message}")
     if isinstance(error, ValueError):  # aiosmtplib: an address it cannot send to
         return Outcome("failed", str(error))
     return Outcome("retry", f"{type(error).__name__}: {error}")
 
 
-def mark(app: App, message_id: int, outcome: Outcome) -> None:
-    """Record what happened to one claimed message."""
+def mark(app: App, claimed: Claim, message_id: int, attempts: int, outcome: Outcome) -> None:
+    """Record what happened to one message, if this claim still holds it."""
+    settings = app.settings
+    now = app.clock()
+    values: dict[str, object] = {"lease_until": None, "claim_token": None}
+    if outcome.status == "sent":
+        values.update(status="sent", sent_at=now, last_error="")
+    elif outcome.status == "retry" and attempts < settings.delivery_max_attempts:
+        delay = min(
+            settings.delivery_backoff_base * 2 ** (attempts - 1), settings.delivery_backoff_max
+        )
+        values.update(
+            status="pending",
+            last_error=outcome.error,
+            next_attempt_at=now + delay * random.uniform(0.5, 1.5),
+        )
+    else:
+        values.update(status="failed", last_error=outcome.error)
     with app.unit() as tx:
-        message = tx.session.get(OutboxMessage, message_id)
-        if message is None or message.status != "sending":
-            return
-        settings = app.settings
-        if outcome.status == "sent":
-            message.status, message.sent_at, message.last_error = "sent", tx.now, ""
-        elif outcome.status == "retry" and message.attempts < settings.delivery_max_attempts:
-            delay = min(
-                settings.delivery_backoff_base * 2 ** (message.attempts - 1),
-                settings.delivery_backoff_max,
-            )
-            message.status = "pending"
-            message.next_attempt_at = tx.now + delay * random.uniform(0.5, 1.5)
-            message.last_error = outcome.error
-        else:
-            message.status, message.last_error = "failed", outcome.error
-        message.lease_until = None
-    log.info("outbox %s %s (attempt %s)", message_id, outcome.status, message.attempts)
+        tx.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id, OutboxMessage.claim_token == claimed.token)
+            .values(**values)
+        )
+    log.info("outbox %s %s (attempt %s)", message_id, values["status"], attempts)
 
 
 class Connection:
@@ -108,38 +155,31 @@ class Connection:
 
     async def _open(self) -> aiosmtplib.SMTP:
         settings = self.app.settings
+        secure = settings.smtp_security != "none"
         smtp = aiosmtplib.SMTP(
             hostname=settings.smtp_host,
             port=settings.smtp_port,
             timeout=settings.smtp_timeout,
             use_tls=settings.smtp_security == "tls",
             start_tls=settings.smtp_security == "starttls",
-            tls_context=ssl.create_default_context() if settings.smtp_security != "none" else None,
+            tls_context=ssl.create_default_context() if secure else None,
         )
         await smtp.connect()
         if settings.smtp_username:
             await smtp.login(settings.smtp_username, settings.smtp_password)
         return smtp
 
-    async def send(self, message_id: int) -> Outcome:
-        try:
-            with self.app.unit() as tx:
-                message = tx.session.get(OutboxMessage, message_id)
-                assert message is not None
-                mail = mailer.compose(tx.session, self.app.settings, message)
-                sender, recipient = self.app.settings.from_address, message.to_email
-        except Exception as error:  # one message that cannot be rendered must not stop the rest
-            log.exception("outbox %s cannot be rendered", message_id)
-            return Outcome("failed", f"cannot be rendered: {type(error).__name__}: {error}")
+    async def send(self, message: Ready) -> Outcome:
         try:
             if self.smtp is None or not self.smtp.is_connected:
                 self.smtp = await self._open()
-            await self.smtp.send_message(mail, sender=sender, recipients=[recipient])
+            await self.smtp.sendmail(
+                self.app.settings.from_address, [message.recipient], message.content
+            )
         except (aiosmtplib.SMTPException, OSError, ValueError) as error:
-            outcome = classify(error)
             if not isinstance(error, aiosmtplib.SMTPResponseException):
                 await self.close()  # the connection's state is unknown: start afresh
-            return outcome
+            return classify(error)
         return Outcome("sent")
 
     async def close(self) -> None:
@@ -151,10 +191,38 @@ class Connection:
         self.smtp = None
 
 
-async def _drain(connection: Connection, queue: asyncio.Queue[int]) -> None:
+async def _drain(connection: Connection, claimed: Claim, queue: asyncio.Queue[Ready]) -> None:
+    app = connection.app
+    # A send (connecting, then the message) may take up to twice the SMTP timeout: never
+    # start one the lease might not cover.
+    last_start = claimed.lease_until.timestamp() - 2 * app.settings.smtp_timeout
     while not queue.empty():
-        message_id = queue.get_nowait()
-        mark(connection.app, message_id, await connection.send(message_id))
+        message = queue.get_nowait()
+        if app.clock().timestamp() >= last_start:
+            return  # the rest go back to the pool when the lease ends
+        mark(app, claimed, message.id, message.attempts, await connection.send(message))
+
+
+async def deliver_batch(app: App, connections: list[Connection]) -> int:
+    """Claim, render, send and mark one batch; returns how many rows were claimed."""
+    claimed = claim(app, limit=app.settings.delivery_batch_size)
+    if not claimed.ids:
+        return 0
+    ready, failed = render(app, claimed)
+    for message_id, outcome in failed.items():
+        mark(app, claimed, message_id, 0, outcome)
+    await send_claimed(app, claimed, ready, connections)
+    return len(claimed.ids)
+
+
+async def send_claimed(
+    app: App, claimed: Claim, ready: list[Ready], connections: list[Connection]
+) -> None:
+    """Send rendered messages over the connections at once, marking each as it goes."""
+    queue: asyncio.Queue[Ready] = asyncio.Queue()
+    for message in ready:
+        queue.put_nowait(message)
+    await asyncio.gather(*(_drain(connection, claimed, queue) for connection in connections))
 
 
 async def run(app: App, *, once: bool, stop: asyncio.Event | None = None) -> int:
@@ -163,17 +231,12 @@ async def run(app: App, *, once: bool, stop: asyncio.Event | None = None) -> int
     handled = 0
     try:
         while stop is None or not stop.is_set():
-            ids = claim(app, limit=app.settings.delivery_batch_size)
-            if not ids:
+            claimed = await deliver_batch(app, connections)
+            handled += claimed
+            if not claimed:
                 if once:
                     break
                 await _sleep(app.settings.delivery_poll_seconds, stop)
-                continue
-            queue: asyncio.Queue[int] = asyncio.Queue()
-            for message_id in ids:
-                queue.put_nowait(message_id)
-            await asyncio.gather(*(_drain(connection, queue) for connection in connections))
-            handled += len(ids)
     finally:
         for connection in connections:
             await connection.close()

@@ -11,6 +11,7 @@ import logging
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from lifecycle import engine, outbox, queries
 from lifecycle.bootstrap import App
@@ -143,14 +144,18 @@ def send_digests(tx: Tx) -> int:
             }
             for item in items
         ]
-        outbox.add(
-            tx.session,
-            tx.settings,
-            key=key,
-            template="digest",
-            person=coordinator,
-            now=tx.now,
-            refs={"queue": queue},
-        )
+        try:
+            with tx.session.begin_nested():
+                outbox.add(
+                    tx.session,
+                    tx.settings,
+                    key=key,
+                    template="digest",
+                    person=coordinator,
+                    now=tx.now,
+                    refs={"queue": queue},
+                )
+        except IntegrityError:  # another worker sent this digest at the same moment
+            continue
         sent += 1
     return sent

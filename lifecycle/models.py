@@ -384,6 +384,8 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime]
     next_attempt_at: Mapped[datetime]
     lease_until: Mapped[datetime | None]
+    # Which claim holds the row: a worker whose lease ran out can no longer mark it.
+    claim_token: Mapped[str | None] = mapped_column(String(40))
     sent_at: Mapped[datetime | None]
     last_error: Mapped[str] = mapped_column(Text, default="")
 

@@ -356,6 +356,7 @@ def upgrade() -> None:
         sa.Column("created_at", lifecycle.models.UTCDateTime(), nullable=False),
         sa.Column("next_attempt_at", lifecycle.models.UTCDateTime(), nullable=False),
         sa.Column("lease_until", lifecycle.models.UTCDateTime(), nullable=True),
+        sa.Column("claim_token", sa.String(length=40), nullable=True),
         sa.Column("sent_at", lifecycle.models.UTCDateTime(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=False),
         sa.ForeignKeyConstraint(
