@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import email
 import email.policy
+import getpass
 import json
 import logging
 import signal
@@ -35,6 +36,7 @@ from lifecycle.bootstrap import App
 from lifecycle.config import ConfigError, load_settings
 from lifecycle.errors import Conflict, InvalidInput, MentorlusError, NotFound, Refused
 from lifecycle.models import OutboxMessage
+from lifecycle.web.auth import add_user
 from lifecycle.workflow import WorkflowError
 
 
@@ -280,6 +282,23 @@ def cmd_subscriber_add(app: App, args: argparse.Namespace) -> dict[str, Any]:
         return {"email": subscriber.email, "confirmed": subscriber.confirmed_at is not None}
 
 
+def cmd_serve(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    import uvicorn  # only the web process needs it
+
+    from lifecycle.web.app import create
+
+    print(f"Mentorlus on http://{args.host}:{args.port}/ (console: /console)", flush=True)
+    uvicorn.run(create(app), host=args.host, port=args.port, log_level="info")
+    return {"stopped": True}
+
+
+def cmd_user_add(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass()
+    with app.unit() as tx:
+        person = add_user(tx, name=args.name, email=args.email, role=args.role, password=password)
+        return {"email": person.email, "role": person.role}
+
+
 def cmd_demo_load(app: App, args: argparse.Namespace) -> dict[str, Any]:
     db.migrate(app.engine)
     return demo.load(app.settings)
@@ -455,6 +474,25 @@ def parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("email")
     sub.add_argument("--language", default="et", choices=["et", "en"])
+
+    sub = add(commands, "serve", cmd_serve, "run the web server (pages, console, JSON API)")
+    sub.add_argument("--host", default="127.0.0.1")
+    sub.add_argument("--port", type=int, default=8000)
+
+    users = commands.add_parser("user", help="staff logins").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    sub = add(
+        users, "add", cmd_user_add, "add a coordinator or committee member, or reset their password"
+    )
+    sub.add_argument("--role", required=True, choices=["coordinator", "committee"])
+    sub.add_argument("--email", required=True)
+    sub.add_argument("--name", default="")
+    sub.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input instead of prompting",
+    )
 
     demo_cmd = commands.add_parser("demo", help="demo data").add_subparsers(
         dest="action", required=True, metavar="ACTION"

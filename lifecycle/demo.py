@@ -22,6 +22,7 @@ from lifecycle.config import Settings
 from lifecycle.errors import Refused
 from lifecycle.models import APPLICATION, MENTORING, Case, IntakeRound, Person
 from lifecycle.scenarios import ManualClock, applicant, mentee
+from lifecycle.web.auth import add_user
 
 DAYS_BACK = 200  # the stories begin this many days before today
 COORDINATORS = [
@@ -34,6 +35,7 @@ COMMITTEE = [
     ("Aino Pajula", "aino.pajula@example.ee", "en"),
 ]
 COORDINATOR = COORDINATORS[0][1]
+DEMO_PASSWORD = "demo-parool-2026"
 PANEL = [email for _, email, _ in COMMITTEE]
 VOTE_NOTES = {
     "approve": "Selge motivatsioon ja tugev praktika.",
@@ -582,7 +584,14 @@ def _summary(app: App) -> dict[str, Any]:
         }
         for name in (APPLICATION, MENTORING)
     }
-    return {"people": people, "intake_rounds": rounds, "cases": cases, "coordinator": COORDINATOR}
+    return {
+        "people": people,
+        "intake_rounds": rounds,
+        "cases": cases,
+        "coordinator": COORDINATOR,
+        "committee_member": COMMITTEE[0][1],
+        "password": DEMO_PASSWORD,
+    }
 
 
 def load(settings: Settings) -> dict[str, Any]:
@@ -611,6 +620,11 @@ def load(settings: Settings) -> dict[str, Any]:
             scenarios.add_staff(app, name=name, email=email, role="coordinator")
         for name, email, language in COMMITTEE:
             scenarios.add_staff(app, name=name, email=email, role="committee", language=language)
+        with app.unit() as tx:  # the demo's staff log in with one shared, printed password
+            for name, email in COORDINATORS:
+                add_user(tx, name=name, email=email, role="coordinator", password=DEMO_PASSWORD)
+            for name, email, _ in COMMITTEE:
+                add_user(tx, name=name, email=email, role="committee", password=DEMO_PASSWORD)
         stories = [
             *_founding_mentors(stage),
             *_round_applicants(stage),

@@ -90,6 +90,8 @@ class Person(Base):
     notify_rounds: Mapped[bool] = mapped_column(Boolean, default=False)
     # Set when the person unsubscribed from bulk mail (announcements).
     bulk_opt_out_at: Mapped[datetime | None]
+    # Staff (coordinators, committee members) log in; argon2 hash, None for everyone else.
+    password_hash: Mapped[str | None] = mapped_column(String(200))
 
     profile: Mapped[MentorProfile | None] = relationship(back_populates="person")
 

@@ -269,3 +269,22 @@ def _overdue_timer_names(tx: Tx) -> set[str]:
         for timer in state.timers
         if timer.overdue
     }
+
+
+def state_counts(tx: Tx) -> list[dict[str, Any]]:
+    """How many cases each state of each workflow holds, in the workflow's order."""
+    rows = tx.session.execute(
+        select(Case.workflow, Case.state, func.count()).group_by(Case.workflow, Case.state)
+    )
+    counts = {(workflow, state): count for workflow, state, count in rows}
+    lang = tx.settings.language
+    return [
+        {
+            "workflow": name,
+            "state": state,
+            "label": spec.label[lang],
+            "count": counts.get((name, state), 0),
+        }
+        for name, workflow in tx.workflows.items()
+        for state, spec in workflow.states.items()
+    ]

@@ -60,6 +60,7 @@ def upgrade() -> None:
         sa.Column("created_at", lifecycle.models.UTCDateTime(), nullable=False),
         sa.Column("notify_rounds", sa.Boolean(), nullable=False),
         sa.Column("bulk_opt_out_at", lifecycle.models.UTCDateTime(), nullable=True),
+        sa.Column("password_hash", sa.String(length=200), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("email"),
     )

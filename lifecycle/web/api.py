@@ -1,0 +1,185 @@
+"""The JSON API under /api/v1: the directory (public), submissions, and cases (staff).
+
+Staff authenticate with HTTP Basic (their console email and password). Errors carry the
+same reasons as the pages: 404 unknown, 409 conflict, 422 with the refusing rule.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from lifecycle import queries, services
+from lifecycle.errors import Conflict, InvalidInput, MentorlusError, NotFound, Refused
+from lifecycle.models import Person
+from lifecycle.qualifications import can_mentor_managers
+from lifecycle.web import auth
+from lifecycle.web.app import core
+from lifecycle.web.public import directory_entries
+
+router = APIRouter(prefix="/api/v1", tags=["v1"])
+BASIC = HTTPBasic(auto_error=False)
+
+
+class Advance(BaseModel):
+    trigger: str
+    values: dict[str, Any] = {}
+    override_reason: str = ""
+    expected_version: int | None = None
+
+
+def _problem(error: MentorlusError) -> HTTPException:
+    if isinstance(error, NotFound):
+        return HTTPException(status_code=404, detail=str(error))
+    if isinstance(error, Conflict):
+        return HTTPException(status_code=409, detail=str(error))
+    if isinstance(error, Refused):
+        return HTTPException(status_code=422, detail={"rule": error.rule, "reason": error.reason})
+    if isinstance(error, InvalidInput):
+        return HTTPException(
+            status_code=422, detail={"field": error.field, "reason": error.message}
+        )
+    return HTTPException(status_code=422, detail=str(error))
+
+
+def coordinator(
+    request: Request, credentials: Annotated[HTTPBasicCredentials | None, Depends(BASIC)]
+) -> Person:
+    unauthorised = HTTPException(
+        status_code=401,
+        detail="coordinator credentials needed",
+        headers={"WWW-Authenticate": "Basic"},
+    )
+    if credentials is None:
+        raise unauthorised
+    with core(request).unit() as tx:
+        person = tx.session.scalar(
+            select(Person).where(Person.email == credentials.username.strip().lower())
+        )
+    if not auth.check_password(person, credentials.password):
+        raise unauthorised
+    assert person is not None
+    if person.role != "coordinator":
+        raise HTTPException(status_code=403, detail="only coordinators use the case API")
+    return person
+
+
+def _mentor(entry: dict[str, Any]) -> dict[str, Any]:
+    person, profile = entry["person"], entry["profile"]
+    return {
+        "id": person.id,
+        "name": person.name,
+        "topics": profile.topics,
+        "degree_field": profile.degree_field,
+        "years_in_social_field": profile.years_in_social_field,
+        "background": profile.background,
+        "regions": profile.regions,
+        "languages": profile.languages,
+        "formats": profile.formats,
+        "free_places": entry["free"],
+        "can_mentor_managers": can_mentor_managers(profile),
+        "fee_note": profile.fee_note,
+    }
+
+
+@router.get("/mentors", summary="Listed mentors, filtered")
+def mentors(
+    request: Request,
+    topic: str = "",
+    region: str = "",
+    language: str = "",
+    format: str = "",
+    background: str = "",
+    free: bool = False,
+    managers: bool = False,
+) -> list[dict[str, Any]]:
+    entries = directory_entries(
+        request,
+        topic=topic,
+        region=region,
+        language=language,
+        format=format,
+        background=background,
+        free=free,
+        managers=managers,
+    )
+    return [_mentor(entry) for entry in entries]
+
+
+@router.get("/mentors/{person_id}", summary="One listed mentor")
+def mentor(request: Request, person_id: int) -> dict[str, Any]:
+    for entry in directory_entries(request):
+        if entry["person"].id == person_id:
+            return _mentor(entry)
+    raise HTTPException(status_code=404, detail="no such mentor in the directory")
+
+
+@router.post("/applications", status_code=201, summary="Submit a mentor application")
+def submit_application(request: Request, data: Annotated[dict[str, Any], Body()]) -> dict[str, str]:
+    try:
+        with core(request).unit() as tx:
+            case = services.submit_application(tx, data=data)
+            return {"id": case.ref, "state": case.state}
+    except MentorlusError as error:
+        raise _problem(error) from None
+
+
+@router.post("/requests", status_code=201, summary="Submit a mentoring request")
+def submit_request(request: Request, data: Annotated[dict[str, Any], Body()]) -> dict[str, str]:
+    try:
+        with core(request).unit() as tx:
+            case = services.submit_request(tx, data=data)
+            return {"id": case.ref, "state": case.state}
+    except MentorlusError as error:
+        raise _problem(error) from None
+
+
+@router.get("/cases", summary="Cases (coordinators)")
+def cases(
+    request: Request,
+    staff: Annotated[Person, Depends(coordinator)],
+    workflow: str = "",
+    state: str = "",
+) -> list[dict[str, Any]]:
+    with core(request).unit() as tx:
+        return queries.list_cases(tx, workflow=workflow or None, state=state or None)
+
+
+@router.get("/cases/{ref}", summary="One case with its next steps and timeline (coordinators)")
+def case(
+    request: Request, ref: str, staff: Annotated[Person, Depends(coordinator)]
+) -> dict[str, Any]:
+    try:
+        with core(request).unit() as tx:
+            return queries.show_case(tx, ref, role="coordinator")
+    except MentorlusError as error:
+        raise _problem(error) from None
+
+
+@router.post("/cases/{ref}/advance", summary="Take a step on a case (coordinators)")
+def advance(
+    request: Request, ref: str, step: Advance, staff: Annotated[Person, Depends(coordinator)]
+) -> dict[str, Any]:
+    try:
+        with core(request).unit() as tx:
+            event = services.advance_case(
+                tx,
+                ref=ref,
+                trigger=step.trigger,
+                actor_email=staff.email,
+                values=step.values,
+                override_reason=step.override_reason,
+                expected_version=step.expected_version,
+            )
+            return {
+                "id": ref.upper(),
+                "trigger": event.trigger,
+                "from": event.from_state,
+                "to": event.to_state,
+            }
+    except MentorlusError as error:
+        raise _problem(error) from None

@@ -1,0 +1,270 @@
+"""The coordinator console and the committee view, behind a staff login.
+
+Coordinators see states, dates, topics and the timeline, never the concrete question,
+agreements, notes or reflections (SPEC §6): the pages read only lifecycle.queries.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import select
+
+from lifecycle import queries, services
+from lifecycle.errors import Conflict, InvalidInput, NotFound, Refused
+from lifecycle.models import Application, CommitteeVote, OutboxMessage, Person
+from lifecycle.web import auth
+from lifecycle.web.app import core, language, page, redirect
+from lifecycle.web.diagram import svg
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+THROTTLE = auth.Throttle()
+
+
+def _staff(request: Request, *roles: str) -> Person:
+    """The logged-in staff member with one of these roles; otherwise off to the login page."""
+    person_id = auth.staff_id(request)
+    if person_id is not None:
+        with core(request).unit() as tx:
+            person = tx.session.get(Person, person_id)
+        if person is not None and person.role in roles:
+            return person
+        if person is not None:
+            raise HTTPException(status_code=403, detail="this page is not for your role")
+    raise HTTPException(
+        status_code=303, headers={"Location": f"/console/login?next={request.url.path}"}
+    )
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: str = "/console") -> HTMLResponse:
+    return page(request, "login.html", values={"next": next}, errors={})
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login(
+    request: Request,
+    csrf: Annotated[str, Form()] = "",
+    email: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/console",
+) -> Response:
+    auth.check_csrf(request, csrf)
+    client = request.client.host if request.client else "?"
+    keys = (f"email:{email.strip().lower()}", f"client:{client}")
+    values = {"email": email, "next": next}
+    if THROTTLE.blocked(*keys):
+        return page(
+            request,
+            "login.html",
+            status_code=429,
+            values=values,
+            errors={"form": "too many failed attempts; wait 15 minutes"},
+        )
+    with core(request).unit() as tx:
+        person = tx.session.scalar(select(Person).where(Person.email == email.strip().lower()))
+        ok = (
+            auth.check_password(person, password)
+            and person is not None
+            and person.role in auth.STAFF_ROLES
+        )
+    if not ok or person is None:
+        THROTTLE.failed(*keys)
+        return page(
+            request,
+            "login.html",
+            status_code=401,
+            values=values,
+            errors={"form": "wrong email or password"},
+        )
+    request.session.clear()  # a new session on login: nothing carried over
+    request.session.update(staff_id=person.id, staff_name=person.name, staff_role=person.role)
+    target = next if next.startswith("/") and not next.startswith("//") else "/console"
+    if person.role == "committee" and target.startswith("/console") and "committee" not in target:
+        target = "/console/committee"
+    return redirect(target)
+
+
+@router.post("/logout")
+def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
+    auth.check_csrf(request, csrf)
+    request.session.clear()
+    return redirect("/")
+
+
+@router.get("", response_class=HTMLResponse)
+def work_queue(request: Request) -> HTMLResponse:
+    _staff(request, "coordinator")
+    with core(request).unit() as tx:
+        queue = queries.work_queue(tx, language=language(request))
+        counts = queries.state_counts(tx)
+    return page(request, "console.html", queue=queue, counts=counts)
+
+
+@router.get("/cases", response_class=HTMLResponse)
+def case_list(request: Request, workflow: str = "", state: str = "", q: str = "") -> Response:
+    _staff(request, "coordinator")
+    if q.strip().upper()[:2] in ("A-", "M-"):
+        return redirect(f"/console/cases/{q.strip().upper()}")
+    with core(request).unit() as tx:
+        cases = queries.list_cases(tx, workflow=workflow or None, state=state or None)
+    if q.strip():
+        needle = q.strip().casefold()
+        cases = [
+            c
+            for c in cases
+            if any(
+                needle in str(c.get(k, "")).casefold() for k in ("applicant", "mentor", "mentee")
+            )
+        ]
+    return page(request, "cases.html", cases=cases, workflow=workflow, state=state, q=q)
+
+
+def _case_page(request: Request, ref: str, *, status_code: int = 200, **more: Any) -> Response:
+    app = core(request)
+    lang = language(request)
+    try:
+        with app.unit() as tx:
+            detail = queries.show_case(tx, ref, role="coordinator")
+    except NotFound as error:
+        raise HTTPException(status_code=404, detail=str(error)) from None
+    workflow = app.workflows[detail["workflow"]]
+    return page(
+        request,
+        "case.html",
+        status_code=status_code,
+        case=detail,
+        diagram=svg(workflow, current=detail["state"], language=lang),
+        **more,
+    )
+
+
+@router.get("/cases/{ref}", response_class=HTMLResponse)
+def case_page(request: Request, ref: str) -> Response:
+    _staff(request, "coordinator")
+    return _case_page(request, ref)
+
+
+@router.post("/cases/{ref}/advance", response_class=HTMLResponse)
+async def advance(request: Request, ref: str) -> Response:
+    coordinator = _staff(request, "coordinator")
+    form = await request.form()
+    auth.check_csrf(request, str(form.get("csrf", "")))
+    trigger = str(form.get("trigger", ""))
+    values = {
+        key[len("f_") :]: str(value)
+        for key, value in form.items()
+        if key.startswith("f_") and str(value) != ""
+    }
+    if "committee" in values:
+        values["committee"] = values["committee"].replace("\n", ",")
+    try:
+        version = int(str(form.get("version", "")))
+    except ValueError:
+        version = None
+    try:
+        with core(request).unit() as tx:
+            services.advance_case(
+                tx,
+                ref=ref,
+                trigger=trigger,
+                actor_email=coordinator.email,
+                values=values,
+                override_reason=str(form.get("override", "")),
+                expected_version=version,
+            )
+    except Conflict as error:
+        return _case_page(request, ref, status_code=409, problem=str(error), conflict=True)
+    except Refused as error:
+        return _case_page(
+            request,
+            ref,
+            status_code=422,
+            problem=error.reason,
+            rule=error.rule,
+            failed_step=trigger,
+            typed=values,
+        )
+    except InvalidInput as error:
+        return _case_page(
+            request,
+            ref,
+            status_code=422,
+            problem=str(error),
+            rule=error.field,
+            failed_step=trigger,
+            typed=values,
+        )
+    return redirect(f"/console/cases/{ref}")
+
+
+@router.get("/outbox", response_class=HTMLResponse)
+def outbox_page(request: Request, status: str = "") -> HTMLResponse:
+    _staff(request, "coordinator")
+    with core(request).unit() as tx:
+        messages = queries.list_outbox(tx, status=status or None)
+    return page(request, "outbox.html", messages=messages, status=status)
+
+
+@router.post("/outbox/{message_id}/retry")
+def retry(request: Request, message_id: int, csrf: Annotated[str, Form()] = "") -> Response:
+    _staff(request, "coordinator")
+    auth.check_csrf(request, csrf)
+    with core(request).unit() as tx:
+        message = tx.session.get(OutboxMessage, message_id)
+        if message is None:
+            raise HTTPException(status_code=404, detail="no such message")
+        if message.status == "failed":
+            message.status, message.next_attempt_at, message.attempts = "pending", tx.now, 0
+    return redirect("/console/outbox")
+
+
+@router.get("/committee", response_class=HTMLResponse)
+def committee(request: Request) -> HTMLResponse:
+    member = _staff(request, "committee", "coordinator")
+    with core(request).unit() as tx:
+        seats = tx.session.scalars(
+            select(CommitteeVote).where(CommitteeVote.member_id == member.id)
+        ).all()
+        interviews = []
+        for seat in seats:
+            application = tx.session.get(Application, seat.application_id)
+            assert application is not None
+            detail = queries.show_case(tx, application.case.ref, role="committee")
+            interviews.append(
+                {
+                    "case": detail,
+                    "seat": seat,
+                    "application": application,
+                    "evidence": application.evidence,
+                }
+            )
+    return page(
+        request, "committee.html", interviews=interviews, zone=core(request).settings.time_zone
+    )
+
+
+@router.post("/committee/{ref}/vote", response_class=HTMLResponse)
+def vote(
+    request: Request,
+    ref: str,
+    csrf: Annotated[str, Form()] = "",
+    vote_: Annotated[str, Form(alias="vote")] = "",
+    notes: Annotated[str, Form()] = "",
+) -> Response:
+    member = _staff(request, "committee")
+    auth.check_csrf(request, csrf)
+    try:
+        with core(request).unit() as tx:
+            services.advance_case(
+                tx,
+                ref=ref,
+                trigger="record_vote",
+                actor_email=member.email,
+                values={"vote": vote_, "notes": notes},
+            )
+    except (Refused, InvalidInput) as error:
+        request.session["flash"] = str(error)
+    return redirect("/console/committee")
