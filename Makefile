@@ -11,21 +11,23 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
-# The demo runs on its own SQLite file, the local SMTP sink and the worker, until Ctrl-C.
+# The demo runs on its own SQLite file: the web server, the worker and the local SMTP sink,
+# until Ctrl-C.
 demo: export MENTORLUS_DATABASE__URL = sqlite:///$(DEMO_DB)
 demo: $(BIN)/.installed
 	rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
 	$(BIN)/mentorlus demo load
 	$(BIN)/mentorlus case list
 	@echo
-	$(BIN)/mentorlus case show $$($(BIN)/mentorlus --json case list --state active \
-	  | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+	@echo "Open http://127.0.0.1:8000/ — the console is at /console."
+	@echo "Log in as coordinator triinu.allik@example.ee or committee member heiki.sild@example.ee,"
+	@echo "password demo-parool-2026. Every email lands in ./mail/ (one .eml file each)."
+	@echo "Ctrl-C stops the web server, the worker and the sink."
 	@echo
-	@echo "The emails go to the local SMTP sink: read them in ./mail/ (one .eml file each)."
-	@echo "Ctrl-C stops the sink and the worker."
 	$(BIN)/mentorlus smtp-sink & sink=$$!; \
-	  trap 'kill $$sink 2>/dev/null' EXIT INT TERM; \
-	  sleep 1; $(BIN)/mentorlus worker
+	  $(BIN)/mentorlus worker & worker=$$!; \
+	  trap 'kill $$sink $$worker 2>/dev/null' EXIT INT TERM; \
+	  sleep 1; $(BIN)/mentorlus serve
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check lifecycle tests bench
