@@ -15,8 +15,9 @@ from lifecycle.config import Settings
 from lifecycle.effects import EFFECTS
 from lifecycle.engine import Tx
 from lifecycle.guards import GUARDS
+from lifecycle.loader import load_workflows
 from lifecycle.timers import ANCHORS
-from lifecycle.workflow import Registries, Workflow, load_workflows
+from lifecycle.workflow import Registries, Workflow
 
 REGISTRIES = Registries(guards=GUARDS, effects=EFFECTS, anchors=ANCHORS)
 

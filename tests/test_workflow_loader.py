@@ -11,7 +11,8 @@ import pytest
 from lifecycle.bootstrap import REGISTRIES
 from lifecycle.config import PROJECT_ROOT, Settings, load_settings
 from lifecycle.emails import environment, render, sample_context
-from lifecycle.workflow import WorkflowError, load_workflow, load_workflows
+from lifecycle.loader import load_workflow, load_workflows
+from lifecycle.workflow import WorkflowError
 
 WORKFLOW_FILES = sorted((PROJECT_ROOT / "workflows").glob("*.toml"))
 TEMPLATES = PROJECT_ROOT / "email_templates"
