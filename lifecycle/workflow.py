@@ -2,9 +2,10 @@
 
 lifecycle/loader.py reads and validates the files. A workflow file declares its states
 (labels, the action a state waits for, the emails and timers entering it starts), how a
-case starts, and its transitions (trigger, sources, destination or none for a step that keeps the state, roles, named guards, an
-effect and the fields it needs). The machine decides legality and the next state; the
-database transaction around `fire` is the rollback, so callbacks hold no side effects.
+case starts, and its transitions (trigger, sources, destination or none for a step that
+keeps the state, roles, named guards, an effect and the fields it needs). The machine
+decides legality and the next state; the database transaction around `fire` is the
+rollback, so callbacks hold no side effects.
 """
 
 from __future__ import annotations
