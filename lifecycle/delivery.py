@@ -197,9 +197,9 @@ async def _drain(connection: Connection, claimed: Claim, queue: asyncio.Queue[Re
     # start one the lease might not cover.
     last_start = claimed.lease_until.timestamp() - 2 * app.settings.smtp_timeout
     while not queue.empty():
-        message = queue.get_nowait()
         if app.clock().timestamp() >= last_start:
-            return  # the rest go back to the pool when the lease ends
+            return  # the unsent rest is released by send_claimed
+        message = queue.get_nowait()
         mark(app, claimed, message.id, message.attempts, await connection.send(message))
 
 
@@ -223,6 +223,28 @@ async def send_claimed(
     for message in ready:
         queue.put_nowait(message)
     await asyncio.gather(*(_drain(connection, claimed, queue) for connection in connections))
+    unsent = [queue.get_nowait().id for _ in range(queue.qsize())]
+    if unsent:
+        release(app, claimed, unsent)
+
+
+def release(app: App, claimed: Claim, ids: list[int]) -> None:
+    """Give back claimed rows this worker will not send, at once rather than at lease end."""
+    with app.unit() as tx:
+        tx.session.execute(
+            update(OutboxMessage)
+            .where(
+                OutboxMessage.id.in_(ids),
+                OutboxMessage.claim_token == claimed.token,
+                OutboxMessage.status == "sending",
+            )
+            .values(
+                status="pending",
+                lease_until=None,
+                claim_token=None,
+                attempts=OutboxMessage.attempts - 1,
+            )
+        )
 
 
 async def run(app: App, *, once: bool, stop: asyncio.Event | None = None) -> int:

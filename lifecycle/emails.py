@@ -143,10 +143,9 @@ def context_for(session: Session, settings: Settings, message: OutboxMessage) ->
     if case is None:
         return context
     context["case"] = {"ref": case.ref, "state_label": ""}
-    application = session.scalar(select(Application).where(Application.case_id == case.id))
+    application, relation = case.application, case.relation
     if application is not None:
         _application_context(session, settings, message, application, context)
-    relation = session.scalar(select(Relation).where(Relation.case_id == case.id))
     if relation is not None:
         _relation_context(session, settings, message, relation, context)
     person = session.get(Person, message.to_person_id) if message.to_person_id else None

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -18,7 +17,6 @@ from lifecycle import outbox, timers
 from lifecycle.config import Settings
 from lifecycle.errors import Conflict, NotFound, Refused
 from lifecycle.models import (
-    APPLICATION,
     CASE_PREFIX,
     Application,
     AuditEvent,
@@ -53,13 +51,7 @@ def load_case(tx: Tx, ref: str) -> tuple[Case, Application | Relation]:
     case = tx.session.get(Case, case_id)
     if case is None or (workflow and case.workflow != workflow):
         raise NotFound(f"no case {ref}")
-    subject: Application | Relation | None
-    if case.workflow == APPLICATION:
-        subject = tx.session.scalar(select(Application).where(Application.case_id == case.id))
-    else:
-        subject = tx.session.scalar(select(Relation).where(Relation.case_id == case.id))
-    assert subject is not None, f"case {case.ref} has no subject"
-    return case, subject
+    return case, case.subject
 
 
 def roles_on(subject: Application | Relation, actor: Person | None) -> frozenset[str]:

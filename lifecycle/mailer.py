@@ -11,12 +11,11 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lifecycle import calendar, emails
 from lifecycle.config import Settings
-from lifecycle.models import Application, OutboxMessage, Relation
+from lifecycle.models import Case, OutboxMessage
 
 
 def compose(session: Session, settings: Settings, message: OutboxMessage) -> bytes:
@@ -66,7 +65,9 @@ def _invitation(
     domain = settings.from_address.rpartition("@")[2]
     organizer = (settings.programme_name, settings.from_address)
     sequence = int(message.refs.get("sequence", 0))
-    relation = session.scalar(select(Relation).where(Relation.case_id == message.case_id))
+    case = session.get(Case, message.case_id)
+    assert case is not None, "an invitation belongs to a case"
+    relation = case.relation
     if relation is not None:
         meeting = next(m for m in relation.meetings if m.id == message.refs["meeting_id"])
         return calendar.invitation(
@@ -80,7 +81,7 @@ def _invitation(
             attendees=[(p.name, p.email) for p in (relation.mentor, relation.mentee)],
             stamp=message.created_at,
         )
-    application = session.scalar(select(Application).where(Application.case_id == message.case_id))
+    application = case.application
     assert application is not None and application.interview_at is not None
     panel = [seat.member for seat in application.votes if seat.vote != "recuse"]
     return calendar.invitation(

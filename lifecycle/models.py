@@ -177,6 +177,9 @@ class Case(Base):
     # The audit event that entered the current state: timers hang off it.
     entry_event_id: Mapped[int | None] = mapped_column(Integer)
 
+    application: Mapped[Application | None] = relationship(viewonly=True, uselist=False)
+    relation: Mapped[Relation | None] = relationship(viewonly=True, uselist=False)
+
     # The engine bumps the version once per step; the UPDATE checks the version it read.
     __mapper_args__ = {"version_id_col": version, "version_id_generator": False}
     __table_args__ = (Index("ix_cases_workflow_state", "workflow", "state"),)
@@ -184,6 +187,13 @@ class Case(Base):
     @property
     def ref(self) -> str:
         return f"{CASE_PREFIX[self.workflow]}-{self.id}"
+
+    @property
+    def subject(self) -> Application | Relation:
+        """What the case is about: the application or the mentoring relation."""
+        subject = self.application if self.workflow == APPLICATION else self.relation
+        assert subject is not None, f"case {self.ref} has no subject"
+        return subject
 
 
 class Application(Base):
