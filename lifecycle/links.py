@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from datetime import datetime, timedelta
 
@@ -17,6 +18,9 @@ from sqlalchemy.orm import Session
 from lifecycle.config import Settings
 from lifecycle.errors import Refused
 from lifecycle.models import ActionToken
+
+# A token id (urlsafe base64) and its hex signature.
+LINK_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,64}\.[0-9a-f]{1,64}")
 
 
 def _signature(token: ActionToken, key: bytes) -> str:
@@ -64,11 +68,25 @@ def url(token: ActionToken, settings: Settings) -> str:
     return f"{settings.base_url}/l/{token.id}.{_signature(token, settings.secret_key)}"
 
 
+def find(
+    session: Session, settings: Settings, text: str, *, lock: bool = False
+) -> ActionToken | None:
+    """The token a link names when its signature is right; nothing is marked used.
+
+    Text that is not a token id and a hex signature is never looked up at all.
+    """
+    if not LINK_SHAPE.fullmatch(text):
+        return None
+    token_id, _, signature = text.partition(".")
+    token = session.get(ActionToken, token_id, with_for_update=lock)
+    expected = _signature(token, settings.secret_key).encode() if token else b""
+    return token if token and hmac.compare_digest(signature.encode(), expected) else None
+
+
 def redeem(session: Session, settings: Settings, text: str, *, now: datetime) -> ActionToken:
     """The token a link stands for, marked used; Refused says why a link no longer works."""
-    token_id, _, signature = text.partition(".")
-    token = session.get(ActionToken, token_id, with_for_update=True)
-    if token is None or not hmac.compare_digest(signature, _signature(token, settings.secret_key)):
+    token = find(session, settings, text, lock=True)
+    if token is None:
         raise Refused("this link is not valid", rule="link_invalid")
     if token.used_at is not None:
         raise Refused("this link has already been used", rule="link_used")

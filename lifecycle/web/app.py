@@ -69,6 +69,7 @@ def create(core_app: App) -> FastAPI:
     """The web app for one App: pages, links, console, committee view and the JSON API."""
     # Imported here: the routers use this module's page helpers.
     from lifecycle.web import api, console, public
+    from lifecycle.web import links as link_pages
 
     web = FastAPI(
         title="Mentorlus", version="1", openapi_url="/openapi.json", docs_url=None, redoc_url=None
@@ -84,6 +85,7 @@ def create(core_app: App) -> FastAPI:
     )
     web.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     web.include_router(public.router)
+    web.include_router(link_pages.router)
     web.include_router(console.router)
     web.include_router(api.router)
     return web
