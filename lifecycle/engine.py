@@ -41,7 +41,9 @@ def parse_ref(ref: str) -> tuple[str, int]:
     """'A-12' → ('mentor_application', 12); a bare number is accepted too."""
     prefix, _, number = ref.strip().upper().rpartition("-")
     workflows = {letter: name for name, letter in CASE_PREFIX.items()}
-    if not number.isdigit() or (prefix and prefix not in workflows):
+    # isdigit() alone would take '²' or a number no column holds.
+    plain = number.isascii() and number.isdigit() and len(number) <= 9
+    if not plain or (prefix and prefix not in workflows):
         raise NotFound(f"'{ref}' is not a case ID (like A-12 or M-7)")
     return workflows.get(prefix, ""), int(number)
 

@@ -166,7 +166,10 @@ def submit_application(tx: Tx, *, data: Mapping[str, Any], actor_email: str | No
     profile.years_in_social_field = _int(data, "years_in_social_field", minimum=0)
     profile.topics = _choices(data, "topics", TOPICS)
     profile.background = _text(data, "background", multiline=True)
-    profile.regions = [str(r) for r in data.get("regions") or [applicant.region] if r]
+    regions = data.get("regions") or [applicant.region]
+    if not isinstance(regions, list):
+        raise InvalidInput("regions", "must be a list of regions")
+    profile.regions = [str(region) for region in regions if region]
     profile.languages = _choices(data, "languages", LANGUAGES)
     profile.formats = _choices(data, "formats", FORMATS)
     profile.capacity = _int(data, "capacity", minimum=1, default=2)
@@ -186,6 +189,8 @@ def submit_application(tx: Tx, *, data: Mapping[str, Any], actor_email: str | No
         person=applicant,
     )
     documents = data.get("documents") or {}
+    if not isinstance(documents, dict):
+        raise InvalidInput("documents", "must name a document per qualification")
     degree = f"{profile.degree_level} in {profile.degree_field or '—'}"
     if profile.degree_in_social_work:
         degree += " (social work)"
@@ -218,8 +223,13 @@ def submit_application(tx: Tx, *, data: Mapping[str, Any], actor_email: str | No
 
 def _credentials(data: Mapping[str, Any]) -> list[Credential]:
     credentials = []
-    for index, item in enumerate(data.get("credentials") or []):
+    items = data.get("credentials") or []
+    if not isinstance(items, list):
+        raise InvalidInput("credentials", "must be a list of certificates")
+    for index, item in enumerate(items):
         key = f"credentials[{index}]"
+        if not isinstance(item, dict):
+            raise InvalidInput(key, "must give kind, issuer and year")
         kind = item.get("kind")
         if kind not in CREDENTIAL_KINDS:
             raise InvalidInput(f"{key}.kind", f"must be one of {', '.join(CREDENTIAL_KINDS)}")
@@ -228,14 +238,11 @@ def _credentials(data: Mapping[str, Any]) -> list[Credential]:
             until = date.fromisoformat(valid_until) if valid_until else None
         except ValueError:
             raise InvalidInput(f"{key}.valid_until", "must be a date like 2028-12-31") from None
-        credentials.append(
-            Credential(
-                kind=kind,
-                issuer=_text(item, "issuer"),
-                year=_int(item, "year", minimum=1950),
-                valid_until=until,
-            )
-        )
+        try:
+            issuer, year = _text(item, "issuer"), _int(item, "year", minimum=1950)
+        except InvalidInput as error:  # named as the form and the API know the field
+            raise InvalidInput(f"{key}.{error.field}", error.message) from None
+        credentials.append(Credential(kind=kind, issuer=issuer, year=year, valid_until=until))
     return credentials
 
 

@@ -184,6 +184,13 @@ class Workflow:
         return "guard", "a rule refused this step"
 
 
+def _plausible(moment: Any) -> Any:
+    # A year far out would overflow the reminders computed from it.
+    if not 1900 <= moment.year <= 2200:
+        raise ValueError("must be a date between the years 1900 and 2200")
+    return moment
+
+
 def parse_fields(
     specs: tuple[FieldSpec, ...], raw: Mapping[str, Any], settings: Settings
 ) -> dict[str, Any]:
@@ -222,12 +229,13 @@ def _convert(spec: FieldSpec, value: Any, settings: Settings) -> Any:
                 return False
             raise ValueError("must be yes or no")
         if spec.type == "date":
-            return value if isinstance(value, date) else date.fromisoformat(str(value))
+            day = value if isinstance(value, date) else date.fromisoformat(str(value))
+            return _plausible(day)
         if spec.type == "datetime":
             moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
             if moment.tzinfo is None:  # a local time, as people type it
                 moment = moment.replace(tzinfo=settings.time_zone)
-            return moment
+            return _plausible(moment)
         if spec.type == "choice":
             if value not in spec.choices:
                 raise ValueError(f"must be one of {', '.join(spec.choices)}")

@@ -242,7 +242,11 @@ def committee(request: Request) -> HTMLResponse:
                 }
             )
     return page(
-        request, "committee.html", interviews=interviews, zone=core(request).settings.time_zone
+        request,
+        "committee.html",
+        interviews=interviews,
+        zone=core(request).settings.time_zone,
+        flash=request.session.pop("flash", ""),
     )
 
 

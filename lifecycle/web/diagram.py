@@ -6,7 +6,8 @@ from html import escape
 
 from lifecycle.workflow import Workflow
 
-BOX_W, BOX_H, GAP_X, GAP_Y, PAD = 150, 40, 60, 24, 20
+BOX_H, GAP_X, GAP_Y, PAD = 40, 50, 24, 20
+CHAR_W = 7.2  # an average character at the 13 px font size
 
 
 def svg(workflow: Workflow, *, current: str, language: str) -> str:
@@ -21,15 +22,17 @@ def svg(workflow: Workflow, *, current: str, language: str) -> str:
             if spec.dest and spec.dest not in depth:
                 depth[spec.dest] = depth[state] + 1
                 frontier.append(spec.dest)
+    labels = [state.label[language] for state in workflow.states.values()]
+    box_w = max(140, int(max(len(label) for label in labels) * CHAR_W) + 20)
     columns: dict[int, list[str]] = {}
     for state in workflow.states:
         columns.setdefault(depth.get(state, 0), []).append(state)
     position = {
-        state: (PAD + column * (BOX_W + GAP_X), PAD + row * (BOX_H + GAP_Y))
+        state: (PAD + column * (box_w + GAP_X), PAD + row * (BOX_H + GAP_Y))
         for column, states in columns.items()
         for row, state in enumerate(states)
     }
-    width = PAD * 2 + len(columns) * (BOX_W + GAP_X) - GAP_X
+    width = PAD * 2 + len(columns) * (box_w + GAP_X) - GAP_X
     height = PAD * 2 + max(len(s) for s in columns.values()) * (BOX_H + GAP_Y) - GAP_Y
     edges = {
         (source, spec.dest) for spec in workflow.transitions if spec.dest for source in spec.sources
@@ -45,10 +48,10 @@ def svg(workflow: Workflow, *, current: str, language: str) -> str:
         (x1, y1), (x2, y2) = position[source], position[dest]
         start: tuple[float, float]
         end: tuple[float, float]
-        start = (x1 + BOX_W, y1 + BOX_H / 2) if x2 > x1 else (x1, y1 + BOX_H / 2)
-        end = (x2, y2 + BOX_H / 2) if x2 > x1 else (x2 + BOX_W, y2 + BOX_H / 2)
+        start = (x1 + box_w, y1 + BOX_H / 2) if x2 > x1 else (x1, y1 + BOX_H / 2)
+        end = (x2, y2 + BOX_H / 2) if x2 > x1 else (x2 + box_w, y2 + BOX_H / 2)
         if x2 == x1:
-            start, end = (x1 + BOX_W / 2, y1 + BOX_H), (x2 + BOX_W / 2, y2)
+            start, end = (x1 + box_w / 2, y1 + BOX_H), (x2 + box_w / 2, y2)
         parts.append(
             f'<line x1="{start[0]}" y1="{start[1]}" x2="{end[0]}" y2="{end[1]}" '
             'stroke="#aaa" marker-end="url(#arrow)"/>'
@@ -58,9 +61,9 @@ def svg(workflow: Workflow, *, current: str, language: str) -> str:
         fill, stroke = ("#2f6f5e", "#2f6f5e") if here else ("#fff", "#888")
         marker = ' aria-current="step"' if here else ""
         parts.append(
-            f'<g{marker}><rect x="{x}" y="{y}" width="{BOX_W}" '
+            f'<g{marker}><rect x="{x}" y="{y}" width="{box_w}" '
             f'height="{BOX_H}" rx="6" fill="{fill}" stroke="{stroke}"/>'
-            f'<text x="{x + BOX_W / 2}" y="{y + BOX_H / 2 + 5}" text-anchor="middle" '
+            f'<text x="{x + box_w / 2}" y="{y + BOX_H / 2 + 5}" text-anchor="middle" '
             f'font-size="13" fill="{"#fff" if here else "#1d2b28"}">'
             f"{escape(workflow.state(state).label[language])}</text></g>"
         )

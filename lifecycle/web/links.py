@@ -42,7 +42,7 @@ ACTION_TRIGGERS: dict[str, tuple[str, ...]] = {
     "schedule_meeting": ("schedule_meeting", "move_meeting", "cancel_meeting"),
     "go_on": ("proceed", "discontinue"),
     "agreement": ("draft_agreement", "sign", "reframe"),
-    "log_meeting": ("log_meeting", "reframe"),
+    "log_meeting": ("log_meeting", "reframe", "close"),
     "close": ("close",),
     "feedback": ("give_feedback",),
 }

@@ -140,9 +140,12 @@ def submit_request(
         "is_manager": is_manager,
     }
     app = core(request)
+    # isdigit() alone would take '²' or a number no column holds.
+    plain = mentor_id.isascii() and mentor_id.isdigit() and len(mentor_id) <= 9
+    mentor_pk = int(mentor_id) if plain else None
     try:
         with app.unit() as tx:
-            mentor = tx.session.get(Person, int(mentor_id)) if mentor_id.isdigit() else None
+            mentor = tx.session.get(Person, mentor_pk) if mentor_pk else None
             if mentor is None:
                 raise InvalidInput("mentor_id", "choose a mentor from the directory")
             data = {**values, "mentor": mentor.email}
@@ -158,7 +161,7 @@ def submit_request(
                 topic=topic,
                 organisation=organisation,
                 is_manager=is_manager,
-                exclude={int(mentor_id)} if mentor_id.isdigit() else set(),
+                exclude={mentor_pk} if mentor_pk else set(),
             )
         return _request_form(
             request, values, {}, 409, refusal=error.reason, rule=error.rule, others=others
