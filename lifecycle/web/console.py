@@ -12,9 +12,9 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
-from lifecycle import queries, services
+from lifecycle import intake, queries, services
 from lifecycle.errors import Conflict, InvalidInput, NotFound, Refused
-from lifecycle.models import Application, CommitteeVote, OutboxMessage, Person
+from lifecycle.models import Application, CommitteeVote, OutboxMessage, Person, Subscriber
 from lifecycle.web import auth
 from lifecycle.web.app import core, language, page, redirect
 from lifecycle.web.diagram import svg
@@ -272,3 +272,48 @@ def vote(
     except (Refused, InvalidInput) as error:
         request.session["flash"] = str(error)
     return redirect("/console/committee")
+
+
+@router.get("/rounds", response_class=HTMLResponse)
+def rounds_page(request: Request) -> HTMLResponse:
+    _staff(request, "coordinator")
+    with core(request).unit() as tx:
+        intake.ensure_rounds(tx)
+        rounds = intake.list_rounds(tx)
+    return page(request, "rounds.html", rounds=rounds, problem=request.session.pop("flash", ""))
+
+
+@router.post("/rounds")
+async def rounds_change(request: Request) -> Response:
+    """Create, move or cancel a round; a refusal comes back as a message on the page."""
+    _staff(request, "coordinator")
+    form = await request.form()
+    auth.check_csrf(request, str(form.get("csrf", "")))
+    action = str(form.get("action", ""))
+    opens, closes = str(form.get("opens", "")), str(form.get("closes", ""))
+    try:
+        with core(request).unit() as tx:
+            if action == "create":
+                intake.create_round(tx, name=str(form.get("name", "")), opens=opens, closes=closes)
+            elif action in ("move", "cancel"):
+                raw = str(form.get("round", ""))
+                if not (raw.isascii() and raw.isdigit() and len(raw) <= 9):
+                    raise InvalidInput("round", "choose a round from the list")
+                round_id = int(raw)
+                if action == "move":
+                    intake.move_round(tx, round_id=round_id, opens=opens, closes=closes)
+                else:
+                    intake.cancel_round(tx, round_id=round_id)
+            else:
+                raise InvalidInput("action", "must be create, move or cancel")
+    except (InvalidInput, Refused, NotFound) as error:
+        request.session["flash"] = str(error)
+    return redirect("/console/rounds")
+
+
+@router.get("/subscribers", response_class=HTMLResponse)
+def subscribers_page(request: Request) -> HTMLResponse:
+    _staff(request, "coordinator")
+    with core(request).unit() as tx:
+        subscribers = tx.session.scalars(select(Subscriber).order_by(Subscriber.email)).all()
+    return page(request, "subscribers.html", subscribers=subscribers)
