@@ -17,15 +17,26 @@ import logging
 import random
 import ssl
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import aiosmtplib
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session, selectinload
 
 from lifecycle import mailer
 from lifecycle.bootstrap import App
-from lifecycle.models import OutboxMessage
+from lifecycle.models import (
+    ActionToken,
+    Agreement,
+    Application,
+    AuditEvent,
+    Case,
+    OutboxMessage,
+    Person,
+    Relation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +104,8 @@ def render(app: App, claimed: Claim) -> tuple[list[Ready], dict[int, Outcome]]:
             select(OutboxMessage).where(
                 OutboxMessage.id.in_(claimed.ids), OutboxMessage.claim_token == claimed.token
             )
-        )
+        ).all()
+        loaded = _load_for(tx.session, messages)  # noqa: F841 - held for the batch
         for message in messages:
             try:
                 content = mailer.compose(tx.session, app.settings, message)
@@ -103,6 +115,39 @@ def render(app: App, claimed: Claim) -> tuple[list[Ready], dict[int, Outcome]]:
                 continue
             ready.append(Ready(message.id, message.to_email, message.attempts, content))
     return ready, failed
+
+
+def _load_for(session: Session, messages: Sequence[OutboxMessage]) -> list[object]:
+    """Load what the batch's templates read in a few queries, and hold it for the batch.
+
+    The session's identity map keeps objects only weakly: without these references each
+    message would read its case, people and token again.
+    """
+    case_ids = {m.case_id for m in messages if m.case_id}
+    cases = session.scalars(
+        select(Case)
+        .where(Case.id.in_(case_ids))
+        .options(
+            selectinload(Case.application).selectinload(Application.person),
+            selectinload(Case.application).selectinload(Application.votes),
+            selectinload(Case.relation).selectinload(Relation.mentor),
+            selectinload(Case.relation).selectinload(Relation.mentee),
+            selectinload(Case.relation).selectinload(Relation.meetings),
+            selectinload(Case.relation)
+            .selectinload(Relation.agreements)
+            .selectinload(Agreement.signatures),
+        )
+    ).all()
+    tokens = session.scalars(
+        select(ActionToken).where(ActionToken.id.in_({m.link_token_id for m in messages}))
+    ).all()
+    events = session.scalars(
+        select(AuditEvent).where(AuditEvent.id.in_({m.event_id for m in messages}))
+    ).all()
+    people = session.scalars(
+        select(Person).where(Person.id.in_({m.to_person_id for m in messages}))
+    ).all()
+    return [*cases, *tokens, *events, *people]
 
 
 def classify(error: BaseException) -> Outcome:
@@ -119,31 +164,57 @@ def classify(error: BaseException) -> Outcome:
     return Outcome("retry", f"{type(error).__name__}: {error}")
 
 
-def mark(app: App, claimed: Claim, message_id: int, attempts: int, outcome: Outcome) -> None:
-    """Record what happened to one message, if this claim still holds it."""
+Result = tuple[int, int, Outcome]  # message id, attempts, outcome
+
+
+def mark(app: App, claimed: Claim, results: list[Result]) -> None:
+    """Record what happened to messages in one transaction, where this claim still holds them.
+
+    Sent messages are marked together; a crash before the mark resends at most these.
+    """
+    if not results:
+        return
     settings = app.settings
     now = app.clock()
-    values: dict[str, object] = {"lease_until": None, "claim_token": None}
-    if outcome.status == "sent":
-        values.update(status="sent", sent_at=now, last_error="")
-    elif outcome.status == "retry" and attempts < settings.delivery_max_attempts:
-        delay = min(
-            settings.delivery_backoff_base * 2 ** (attempts - 1), settings.delivery_backoff_max
-        )
-        values.update(
-            status="pending",
-            last_error=outcome.error,
-            next_attempt_at=now + delay * random.uniform(0.5, 1.5),
-        )
-    else:
-        values.update(status="failed", last_error=outcome.error)
+    held = (OutboxMessage.claim_token == claimed.token,)
+    released = {"lease_until": None, "claim_token": None}
+    sent = [message_id for message_id, _, outcome in results if outcome.status == "sent"]
     with app.unit() as tx:
-        tx.session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id == message_id, OutboxMessage.claim_token == claimed.token)
-            .values(**values)
-        )
-    log.info("outbox %s %s (attempt %s)", message_id, values["status"], attempts)
+        if sent:
+            tx.session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_(sent), *held)
+                .values(status="sent", sent_at=now, last_error="", **released)
+            )
+        for message_id, attempts, outcome in results:
+            if outcome.status == "sent":
+                continue
+            if outcome.status == "retry" and attempts < settings.delivery_max_attempts:
+                delay = min(
+                    settings.delivery_backoff_base * 2 ** (attempts - 1),
+                    settings.delivery_backoff_max,
+                )
+                values: dict[str, object] = {
+                    "status": "pending",
+                    "last_error": outcome.error,
+                    "next_attempt_at": now + delay * random.uniform(0.5, 1.5),
+                }
+            else:
+                values = {"status": "failed", "last_error": outcome.error}
+            tx.session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == message_id, *held)
+                .values(**values, **released)
+            )
+            log.info(
+                "outbox %s %s (attempt %s): %s",
+                message_id,
+                values["status"],
+                attempts,
+                outcome.error,
+            )
+    if sent:
+        log.info("outbox: %s sent", len(sent))
 
 
 class Connection:
@@ -191,7 +262,14 @@ class Connection:
         self.smtp = None
 
 
-async def _drain(connection: Connection, claimed: Claim, queue: asyncio.Queue[Ready]) -> None:
+# Outcomes are marked in groups of this many (or when the batch ends): fewer transactions,
+# and a crash can resend at most the messages sent but not yet marked.
+MARK_EVERY = 25
+
+
+async def _drain(
+    connection: Connection, claimed: Claim, queue: asyncio.Queue[Ready], done: list[Result]
+) -> None:
     app = connection.app
     # A send (connecting, then the message) may take up to twice the SMTP timeout: never
     # start one the lease might not cover.
@@ -200,7 +278,11 @@ async def _drain(connection: Connection, claimed: Claim, queue: asyncio.Queue[Re
         if app.clock().timestamp() >= last_start:
             return  # the unsent rest is released by send_claimed
         message = queue.get_nowait()
-        mark(app, claimed, message.id, message.attempts, await connection.send(message))
+        done.append((message.id, message.attempts, await connection.send(message)))
+        if len(done) >= MARK_EVERY:
+            group = done[:]
+            done.clear()
+            mark(app, claimed, group)
 
 
 async def deliver_batch(app: App, connections: list[Connection]) -> int:
@@ -209,8 +291,7 @@ async def deliver_batch(app: App, connections: list[Connection]) -> int:
     if not claimed.ids:
         return 0
     ready, failed = render(app, claimed)
-    for message_id, outcome in failed.items():
-        mark(app, claimed, message_id, 0, outcome)
+    mark(app, claimed, [(message_id, 0, outcome) for message_id, outcome in failed.items()])
     await send_claimed(app, claimed, ready, connections)
     return len(claimed.ids)
 
@@ -222,7 +303,9 @@ async def send_claimed(
     queue: asyncio.Queue[Ready] = asyncio.Queue()
     for message in ready:
         queue.put_nowait(message)
-    await asyncio.gather(*(_drain(connection, claimed, queue) for connection in connections))
+    done: list[Result] = []
+    await asyncio.gather(*(_drain(connection, claimed, queue, done) for connection in connections))
+    mark(app, claimed, done)
     unsent = [queue.get_nowait().id for _ in range(queue.qsize())]
     if unsent:
         release(app, claimed, unsent)

@@ -779,6 +779,6 @@ def test_a_worker_whose_lease_ran_out_mid_batch_does_not_send_rows_another_worke
 
     asyncio.run(worker_a_goes_on())
     # A late mark by worker A (its send was under way when the lease ended) changes nothing.
-    delivery.mark(app, claimed, ids[0], 1, delivery.Outcome("retry", "421 late"))
+    delivery.mark(app, claimed, [(ids[0], 1, delivery.Outcome("retry", "421 late"))])
     assert row(app, ids[0]).status == "sent"
     assert sink.message_ids() == Counter({row(app, i).message_id: 1 for i in ids})
