@@ -3,14 +3,15 @@
 `make bench` runs it. On a fresh SQLite file in a temporary directory it
 
 1. lists mentors through the real application steps (not timed) and drives N mentoring
-   relations through request → accept → schedule_meeting → proceed ×2 → draft_agreement →
-   sign ×2 → close, every step through `services` in its own `app.unit()` (one commit each,
+   relations through request → accept → schedule_meeting → proceed twice → draft_agreement →
+   sign twice → close, every step through `services` in its own `app.unit()` (one commit each,
    as the product does). `advance_per_s` counts the five state-changing steps (request,
    accept, the second proceed, the second sign, close) over the time spent in exactly those
    calls, commit included; `all_steps_per_s` counts all nine steps over all of their time;
 2. makes the same number of bare commits through the same engine and session factory: an
    ORM `UPDATE cases SET state, version = version + 1` and one audit INSERT each
-   (`raw_per_s`);
+   (`raw_per_s`), one right after each state-changing step, so that both see the same load
+   on a shared machine;
 3. in a fresh child process, loads 100,000 active mentoring cases in batches of 1,000 and
    binds each to the shared workflow machine, and reports the peak resident memory.
 
@@ -23,7 +24,9 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import platform
 import resource
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -39,16 +42,16 @@ from typing import Any
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
 
-# The imports below must come after the sys.path fix above.
-from sqlalchemy import func, insert, select, update  # noqa: E402
+# The imports below come after the sys.path fix above (ruff allows it).
+from sqlalchemy import func, insert, select, update
 
-from lifecycle import bootstrap, db, scenarios, services  # noqa: E402
-from lifecycle.bootstrap import App  # noqa: E402
-from lifecycle.config import load_settings  # noqa: E402
-from lifecycle.errors import Refused  # noqa: E402
-from lifecycle.models import MENTORING, AuditEvent, Case, Person, Relation  # noqa: E402
-from lifecycle.scenarios import ManualClock  # noqa: E402
-from lifecycle.workflow import Context  # noqa: E402
+from lifecycle import bootstrap, db, scenarios, services
+from lifecycle.bootstrap import App
+from lifecycle.config import load_settings
+from lifecycle.errors import Refused
+from lifecycle.models import MENTORING, AuditEvent, Case, Person, Relation
+from lifecycle.scenarios import ManualClock
+from lifecycle.workflow import Context
 
 START = datetime(2026, 9, 1, 7, 0, tzinfo=UTC)
 COORDINATOR = "koordinaator@bench.example"
@@ -100,23 +103,84 @@ def list_mentors(app: App, clock: ManualClock, *, capacity: int) -> list[str]:
     return emails
 
 
-def step(app: App, ref: str, trigger: str, actor: str, **values: Any) -> float:
-    """One step in its own transaction; returns the seconds it took, commit included."""
-    began = time.perf_counter()
-    with app.unit() as tx:
-        services.advance_case(tx, ref=ref, trigger=trigger, actor_email=actor, values=values)
-    return time.perf_counter() - began
+class Baseline:
+    """Bare commits, each right after a state-changing step so both see the same machine load.
+
+    One commit is an ORM `UPDATE cases SET state, version = version + 1` and one audit
+    INSERT, through the app's engine and session factory (same pragmas, BEGIN IMMEDIATE),
+    on rows of the same `cases` table that no service step reads.
+    """
+
+    def __init__(self, app: App, rows: int) -> None:
+        self.sessions = app.sessions
+        self.now = app.clock()
+        self.commits = 0
+        self.spent = 0.0
+        with app.unit() as tx:
+            first = (tx.session.scalar(select(func.max(Case.id))) or 0) + 1
+            tx.session.execute(
+                insert(Case),
+                [
+                    {
+                        "id": case_id,
+                        "workflow": "baseline",
+                        "state": RAW_STATES[-1],
+                        "version": 1,
+                        "opened_at": self.now,
+                        "updated_at": self.now,
+                        "state_entered_at": self.now,
+                    }
+                    for case_id in range(first, first + rows)
+                ],
+            )
+        self.case_ids = list(range(first, first + rows))
+
+    def commit(self) -> None:
+        case_id = self.case_ids[self.commits % len(self.case_ids)]
+        turn = self.commits // len(self.case_ids)
+        from_state, to_state = RAW_STATES[turn - 1], RAW_STATES[turn % len(RAW_STATES)]
+        began = time.perf_counter()
+        with db.transaction(self.sessions) as session:
+            session.execute(
+                update(Case)
+                .where(Case.id == case_id)
+                .values(state=to_state, version=Case.version + 1)
+            )
+            session.add(
+                AuditEvent(
+                    case_id=case_id,
+                    at=self.now,
+                    actor_id=None,
+                    actor_role="system",
+                    trigger="baseline",
+                    from_state=from_state,
+                    to_state=to_state,
+                    comment="",
+                )
+            )
+        self.spent += time.perf_counter() - began
+        self.commits += 1
 
 
-def advance(app: App, clock: ManualClock, relations: int) -> dict[str, float]:
+def advance(app: App, clock: ManualClock, relations: int) -> tuple[dict[str, float], Baseline]:
     """Drive the relations to closed, one phase at a time; seconds spent per step name."""
     mentors = list_mentors(app, clock, capacity=max(CAPACITY, -(-relations // MENTORS)))
+    baseline = Baseline(app, relations)
     spent: dict[str, float] = defaultdict(float)
-    cases: list[tuple[str, str, str]] = []  # (ref, mentor, mentee)
+
+    def step(name: str, ref: str, trigger: str, actor: str, **values: Any) -> None:
+        """One step in its own transaction, timed with its commit; a bare commit follows."""
+        began = time.perf_counter()
+        with app.unit() as tx:
+            services.advance_case(tx, ref=ref, trigger=trigger, actor_email=actor, values=values)
+        spent[name] += time.perf_counter() - began
+        if name in STATE_CHANGING:
+            baseline.commit()
 
     def phase(name: str) -> None:
         log(f"  {name}: {spent[name]:.1f} s")
 
+    cases: list[tuple[str, str, str]] = []  # (ref, mentor, mentee)
     for index in range(relations):
         mentor = mentors[index % MENTORS]
         mentee = f"mentee{index}@bench.example"
@@ -125,33 +189,32 @@ def advance(app: App, clock: ManualClock, relations: int) -> dict[str, float]:
         with app.unit() as tx:
             ref = services.submit_request(tx, data=data).ref
         spent["request"] += time.perf_counter() - began
+        baseline.commit()
         cases.append((ref, mentor, mentee))
     phase("request")
 
     clock.advance(days=1)
     for ref, mentor, _ in cases:
-        spent["accept"] += step(app, ref, "accept", mentor)
+        step("accept", ref, "accept", mentor)
     phase("accept")
     meeting = clock.now + timedelta(days=3)
     for ref, mentor, _ in cases:
-        spent["schedule_meeting"] += step(
-            app, ref, "schedule_meeting", mentor, starts_at=meeting, place="videokõne"
-        )
+        step("schedule_meeting", ref, "schedule_meeting", mentor, starts_at=meeting, place="video")
     phase("schedule_meeting")
 
     clock.now = meeting + timedelta(hours=3)
     for ref, mentor, _ in cases:
-        spent["proceed_first"] += step(app, ref, "proceed", mentor)
+        step("proceed_first", ref, "proceed", mentor)
     phase("proceed_first")
     for ref, _, mentee in cases:
-        spent["proceed"] += step(app, ref, "proceed", mentee)
+        step("proceed", ref, "proceed", mentee)
     phase("proceed")
 
     clock.advance(days=1)
     starts = clock.now.date()
     for ref, _, mentee in cases:
-        spent["draft_agreement"] += step(
-            app,
+        step(
+            "draft_agreement",
             ref,
             "draft_agreement",
             mentee,
@@ -164,16 +227,17 @@ def advance(app: App, clock: ManualClock, relations: int) -> dict[str, float]:
         )
     phase("draft_agreement")
     for ref, mentor, _ in cases:
-        spent["sign_first"] += step(app, ref, "sign", mentor)
+        step("sign_first", ref, "sign", mentor)
     phase("sign_first")
     for ref, _, mentee in cases:
-        spent["sign"] += step(app, ref, "sign", mentee)
+        step("sign", ref, "sign", mentee)
     phase("sign")
 
     clock.advance(days=30)
     for ref, _, mentee in cases:
-        spent["close"] += step(app, ref, "close", mentee, outcome="completed")
+        step("close", ref, "close", mentee, outcome="completed")
     phase("close")
+    log(f"  baseline: {baseline.commits} bare commits, {baseline.spent:.1f} s")
 
     with app.unit() as tx:
         closed = tx.session.scalar(
@@ -182,45 +246,7 @@ def advance(app: App, clock: ManualClock, relations: int) -> dict[str, float]:
             .where(Case.workflow == MENTORING, Case.state == "closed")
         )
     assert closed == relations, f"{closed} of {relations} relations closed"
-    return dict(spent)
-
-
-# -- 2. the baseline: bare commits -------------------------------------------------------------
-
-
-def raw_commits(app: App, commits: int) -> float:
-    """`commits` transactions of one state UPDATE and one audit INSERT; their total seconds."""
-    with app.unit() as tx:
-        case_ids = list(
-            tx.session.scalars(select(Case.id).where(Case.workflow == MENTORING).order_by(Case.id))
-        )
-    now = app.clock()
-    spent = 0.0
-    for index in range(commits):
-        case_id = case_ids[index % len(case_ids)]
-        turn = index // len(case_ids)
-        from_state, to_state = RAW_STATES[turn - 1], RAW_STATES[turn % len(RAW_STATES)]
-        began = time.perf_counter()
-        with db.transaction(app.sessions) as session:
-            session.execute(
-                update(Case)
-                .where(Case.id == case_id)
-                .values(state=to_state, version=Case.version + 1)
-            )
-            session.add(
-                AuditEvent(
-                    case_id=case_id,
-                    at=now,
-                    actor_id=None,
-                    actor_role="system",
-                    trigger="bench",
-                    from_state=from_state,
-                    to_state=to_state,
-                    comment="",
-                )
-            )
-        spent += time.perf_counter() - began
-    return spent
+    return dict(spent), baseline
 
 
 # -- 3. memory ---------------------------------------------------------------------------------
@@ -319,7 +345,7 @@ def measure_memory(count: int, batch: int) -> None:
                 last_id = rows[-1][0].id
         gc.collect()
         after = rss_kb()
-        peak = peak_rss_kb()
+        peak = max(peak_rss_kb(), after)  # ru_maxrss can lag the current RSS a little
         pinned = len(workflow.machine.models)
         app.engine.dispose()
     assert loaded == count and refused == count and moved == count, (loaded, refused, moved)
@@ -361,32 +387,36 @@ def main() -> None:
     ).stdout
 
     relations = args.relations
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="mentorlus-bench-") as directory:
         clock = ManualClock(START)
         app = make_app(Path(directory), clock)
-        log(f"advance: {relations} relations, {MENTORS} mentors")
+        log(f"advance: {relations} relations, {MENTORS} mentors, a bare commit after each move")
         began = time.perf_counter()
-        spent = advance(app, clock, relations)
-        loop = time.perf_counter() - began
-        transitions = len(STATE_CHANGING) * relations
-        commits = transitions
-        log(f"raw: {commits} bare commits")
-        raw = raw_commits(app, commits)
+        spent, baseline = advance(app, clock, relations)
+        wall = time.perf_counter() - began
         app.engine.dispose()
 
-    changing = sum(spent[name] for name in STATE_CHANGING)
+    transitions = len(STATE_CHANGING) * relations
+    assert baseline.commits == transitions
     steps = len(spent) * relations
-    advance_per_s = transitions / changing
-    raw_per_s = commits / raw
+    advance_per_s = transitions / sum(spent[name] for name in STATE_CHANGING)
+    raw_per_s = baseline.commits / baseline.spent
+    # The machine, and how busy it was: compare ratios, not absolutes, on a shared machine.
+    print(f"cpus={os.cpu_count()}")
+    print(f"python={platform.python_version()}")
+    print(f"sqlite={sqlite3.sqlite_version}")
+    print(f"load_avg_1m_before={load_before:.2f}")
+    print(f"load_avg_1m_after={os.getloadavg()[0]:.2f}")
     print(f"relations={relations}")
     print(f"transitions={transitions}")
     print(f"steps={steps}")
-    print(f"advance_loop_s={loop:.1f}")
+    print(f"wall_s={wall:.1f}")
     for name, seconds in spent.items():
         print(f"step_ms.{name}={seconds / relations * 1000:.3f}")
     print(f"all_steps_per_s={steps / sum(spent.values()):.0f}")
     print(f"advance_per_s={advance_per_s:.0f}")
-    print(f"raw_commits={commits}")
+    print(f"raw_commits={baseline.commits}")
     print(f"raw_per_s={raw_per_s:.0f}")
     print(memory, end="")
     print(f"advance_vs_raw={advance_per_s / raw_per_s:.2f}")
