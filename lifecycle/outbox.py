@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
-from email.utils import make_msgid
 from typing import Any
 
 from sqlalchemy import select
@@ -189,7 +189,9 @@ def queue(
         bulk=bulk,
         refs=dict(refs or {}),
         link_token_id=token.id if token else None,
-        message_id=make_msgid(domain=settings.from_address.rpartition("@")[2]),
+        # uuid4 draws from the OS: make_msgid uses the random module, which a seeded
+        # process (tests, or any library that seeds it) would make repeat.
+        message_id=f"<{uuid.uuid4().hex}@{settings.from_address.rpartition('@')[2]}>",
         status="pending",
         attempts=0,
         created_at=now,
