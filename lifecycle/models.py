@@ -270,6 +270,9 @@ class Relation(Base):
     agreements: Mapped[list[Agreement]] = relationship(order_by="Agreement.version")
     meetings: Mapped[list[Meeting]] = relationship(order_by="Meeting.starts_at")
 
+    # The directory counts a mentor's taken places over their recent relations only.
+    __table_args__ = (Index("ix_relations_mentor_case", "mentor_id", "case_id"),)
+
 
 class Agreement(Base):
     """One version of a mentoring agreement; reframing adds version n+1."""

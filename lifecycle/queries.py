@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from functools import cache
+from itertools import pairwise
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import case as when
 
 from lifecycle.engine import Tx, load_case
 from lifecycle.models import (
     APPLICATION,
+    CASE_PREFIX,
+    MENTORING,
     Application,
     AuditEvent,
     Case,
@@ -20,6 +26,7 @@ from lifecycle.models import (
     Timer,
 )
 from lifecycle.qualifications import evaluate
+from lifecycle.workflow import StateSpec
 
 
 def _iso(moment: datetime | None, tx: Tx) -> str | None:
@@ -207,48 +214,35 @@ def list_outbox(tx: Tx, *, status: str | None = None, limit: int = 200) -> list[
     ]
 
 
+Pair = tuple[str, str]  # (workflow, state)
+
+
 def work_queue(tx: Tx, *, language: str) -> list[dict[str, Any]]:
     """Cases that wait for a coordinator or are overdue, overdue first, then oldest first."""
-    overdue = {
-        case_id: due
-        for case_id, due in tx.session.execute(
-            select(Timer.case_id, func.min(Timer.due_at))
-            .join(Case, Case.id == Timer.case_id)
-            .where(
-                Timer.status == "fired",
-                Timer.entry_event_id == Case.entry_event_id,
-                Timer.name.in_(_overdue_timer_names(tx)),
-            )
-            .group_by(Timer.case_id)
-        )
+    waiting = _states(tx, lambda state: state.waits_for == "coordinator")
+    # Only a state that declares an overdue timer can have one fired in its current entry:
+    # the timers of the cases in those states are read, not the fired timers of every case.
+    may_be_overdue = _states(tx, lambda state: any(timer.overdue for timer in state.timers))
+    actions = {
+        (workflow, state): tx.workflows[workflow].state(state).action
+        for workflow, state in waiting | may_be_overdue
     }
-    waiting_states = [
-        (name, state.name)
-        for name, workflow in tx.workflows.items()
-        for state in workflow.states.values()
-        if state.waits_for == "coordinator"
-    ]
-    cases = tx.session.scalars(
-        select(Case).where(
-            or_(
-                Case.id.in_(overdue),
-                *[
-                    and_(Case.workflow == workflow, Case.state == state)
-                    for workflow, state in waiting_states
-                ],
-            )
-        )
-    ).all()
+    statement = _queue_statement(
+        frozenset(waiting), frozenset(may_be_overdue), frozenset(_overdue_timer_names(tx))
+    )
     items = []
-    for case in cases:
-        state = tx.workflows[case.workflow].state(case.state)
+    # Plain rows, through the session's connection: a few hundred, and no ORM objects in them.
+    for case_id, workflow, state, since, overdue in tx.session.connection().execute(statement):
+        if overdue is None and (workflow, state) not in waiting:
+            continue
+        action = actions[workflow, state]
         items.append(
             {
-                "id": case.ref,
-                "state": case.state,
-                "action": state.action[language] if state.action else "",
-                "since": case.state_entered_at,
-                "overdue_since": overdue.get(case.id),
+                "id": f"{CASE_PREFIX[workflow]}-{case_id}",
+                "state": state,
+                "action": action[language] if action else "",
+                "since": since,
+                "overdue_since": overdue,
             }
         )
     items.sort(
@@ -259,6 +253,48 @@ def work_queue(tx: Tx, *, language: str) -> list[dict[str, Any]]:
         )
     )
     return items
+
+
+@cache
+def _queue_statement(
+    waiting: frozenset[Pair], may_be_overdue: frozenset[Pair], overdue_timers: frozenset[str]
+) -> Select[int, str, str, datetime, datetime | None]:
+    """The cases in these states, each with its first fired overdue timer of this state entry."""
+    overdue_since = (
+        select(func.min(Timer.due_at))
+        .where(
+            Timer.case_id == Case.id,
+            Timer.entry_event_id == Case.entry_event_id,
+            Timer.status == "fired",
+            Timer.name.in_(sorted(overdue_timers)),
+        )
+        .scalar_subquery()
+    )
+    # The timers are read only for the cases in a state that declares an overdue timer.
+    overdue = when((_in_states(may_be_overdue), overdue_since), else_=None)
+    return select(Case.id, Case.workflow, Case.state, Case.state_entered_at, overdue).where(
+        _in_states(waiting | may_be_overdue)
+    )
+
+
+def _in_states(states: frozenset[Pair]) -> ColumnElement[bool]:
+    """The case is in one of these states: a range of the (workflow, state) index each."""
+    by_workflow: dict[str, list[str]] = {}
+    for workflow, state in sorted(states):
+        by_workflow.setdefault(workflow, []).append(state)
+    return or_(
+        *[and_(Case.workflow == w, Case.state.in_(names)) for w, names in by_workflow.items()]
+    )
+
+
+def _states(tx: Tx, keep: Callable[[StateSpec], bool]) -> set[Pair]:
+    """(workflow, state) of every state of every workflow that `keep` keeps."""
+    return {
+        (name, state.name)
+        for name, workflow in tx.workflows.items()
+        for state in workflow.states.values()
+        if keep(state)
+    }
 
 
 def _overdue_timer_names(tx: Tx) -> set[str]:
@@ -273,10 +309,10 @@ def _overdue_timer_names(tx: Tx) -> set[str]:
 
 def state_counts(tx: Tx) -> list[dict[str, Any]]:
     """How many cases each state of each workflow holds, in the workflow's order."""
-    rows = tx.session.execute(
-        select(Case.workflow, Case.state, func.count()).group_by(Case.workflow, Case.state)
+    pairs = tuple(
+        (name, state) for name, workflow in tx.workflows.items() for state in workflow.states
     )
-    counts = {(workflow, state): count for workflow, state, count in rows}
+    counts = _counts(tx, pairs)
     lang = tx.settings.language
     return [
         {
@@ -288,3 +324,58 @@ def state_counts(tx: Tx) -> list[dict[str, Any]]:
         for name, workflow in tx.workflows.items()
         for state, spec in workflow.states.items()
     ]
+
+
+# The state most cases of a workflow are in after a few years, and the table that holds one
+# row for each case of that workflow (see _counts).
+MOST_CASES = {MENTORING: ("closed", Relation), APPLICATION: ("listed", Application)}
+
+
+def _counts(tx: Tx, pairs: tuple[Pair, ...]) -> dict[Pair, int]:
+    """How many cases each (workflow, state) holds.
+
+    SQLite counts a range of an index entry by entry, but a whole table from its pages. So
+    it counts each state over its range of the (workflow, state) index, except the state
+    most cases are in (MOST_CASES): those are what remains of all the workflow's cases (one
+    per application, or per relation) once the cases in its other states, and in none of its
+    known states, are taken away.
+    """
+    if tx.session.get_bind().dialect.name != "sqlite":
+        rows = tx.session.execute(
+            select(Case.workflow, Case.state, func.count()).group_by(Case.workflow, Case.state)
+        )
+        return {(workflow, state): count for workflow, state, count in rows}
+    derived = tuple((w, state) for w, (state, _) in MOST_CASES.items() if (w, state) in pairs)
+    keys, statement = _sqlite_counts(pairs, derived)
+    found = dict(zip(keys, tx.session.execute(statement).one(), strict=True))
+    counts = {pair: found[pair] for pair in pairs if pair not in derived}
+    for workflow, state in derived:
+        others = sum(n for (name, _), n in counts.items() if name == workflow)
+        counts[workflow, state] = found[workflow, "*"] - found[workflow, "?"] - others
+    return counts
+
+
+@cache
+def _sqlite_counts(
+    pairs: tuple[Pair, ...], derived: tuple[Pair, ...]
+) -> tuple[list[Pair], Select[Any]]:
+    """What to count, keyed: each pair but the derived ones; and for the workflow of each
+    derived pair, all its cases (`*`) and those in none of its known states (`?`)."""
+
+    def count(*where: ColumnElement[bool]) -> Any:
+        return select(func.count()).select_from(Case).where(*where).scalar_subquery()
+
+    counted: dict[Pair, Any] = {
+        (workflow, state): count(Case.workflow == workflow, Case.state == state)
+        for workflow, state in pairs
+        if (workflow, state) not in derived
+    }
+    for workflow, _ in derived:
+        table = MOST_CASES[workflow][1]
+        counted[workflow, "*"] = select(func.count()).select_from(table).scalar_subquery()
+        known = sorted(state for name, state in pairs if name == workflow)
+        mine = Case.workflow == workflow
+        gaps = [[mine, Case.state < known[0]], [mine, Case.state > known[-1]]]
+        gaps += [[mine, Case.state > low, Case.state < high] for low, high in pairwise(known)]
+        counted[workflow, "?"] = sum((count(*gap) for gap in gaps[1:]), count(*gaps[0]))
+    return list(counted), select(*counted.values())

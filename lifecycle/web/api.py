@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from lifecycle import queries, services
+from lifecycle.directory import MAX_PAGE, Entry, Filters
 from lifecycle.errors import Conflict, InvalidInput, MentorlusError, NotFound, Refused
 from lifecycle.models import Person
-from lifecycle.qualifications import can_mentor_managers
 from lifecycle.web import auth
 from lifecycle.web.app import core
-from lifecycle.web.public import directory_entries
+from lifecycle.web.public import directory_entries, mentor_entry
 
 router = APIRouter(prefix="/api/v1", tags=["v1"])
 BASIC = HTTPBasic(auto_error=False)
@@ -68,8 +68,8 @@ def coordinator(
     return person
 
 
-def _mentor(entry: dict[str, Any]) -> dict[str, Any]:
-    person, profile = entry["person"], entry["profile"]
+def _mentor(entry: Entry) -> dict[str, Any]:
+    person, profile = entry.person, entry.profile
     return {
         "id": person.id,
         "name": person.name,
@@ -80,15 +80,16 @@ def _mentor(entry: dict[str, Any]) -> dict[str, Any]:
         "regions": profile.regions,
         "languages": profile.languages,
         "formats": profile.formats,
-        "free_places": entry["free"],
-        "can_mentor_managers": can_mentor_managers(profile),
+        "free_places": entry.free,
+        "can_mentor_managers": entry.managers,
         "fee_note": profile.fee_note,
     }
 
 
-@router.get("/mentors", summary="Listed mentors, filtered")
+@router.get("/mentors", summary="Listed mentors, filtered, by name, a page at a time")
 def mentors(
     request: Request,
+    response: Response,
     topic: str = "",
     region: str = "",
     language: str = "",
@@ -96,9 +97,11 @@ def mentors(
     background: str = "",
     free: bool = False,
     managers: bool = False,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
 ) -> list[dict[str, Any]]:
-    entries = directory_entries(
-        request,
+    """One page of matches; the X-Total-Count header says how many match on all pages and
+    the Link header points to the next and previous pages."""
+    filters = Filters(
         topic=topic,
         region=region,
         language=language,
@@ -107,15 +110,24 @@ def mentors(
         free=free,
         managers=managers,
     )
-    return [_mentor(entry) for entry in entries]
+    found = directory_entries(request, filters, page=page)
+    response.headers["X-Total-Count"] = str(found.total)
+    links = [
+        f'<{request.url.include_query_params(page=number)}>; rel="{rel}"'
+        for number, rel in ((found.number + 1, "next"), (found.number - 1, "prev"))
+        if 1 <= number <= found.pages
+    ]
+    if links:
+        response.headers["Link"] = ", ".join(links)
+    return [_mentor(entry) for entry in found.entries]
 
 
 @router.get("/mentors/{person_id}", summary="One listed mentor")
 def mentor(request: Request, person_id: int) -> dict[str, Any]:
-    for entry in directory_entries(request):
-        if entry["person"].id == person_id:
-            return _mentor(entry)
-    raise HTTPException(status_code=404, detail="no such mentor in the directory")
+    entry = mentor_entry(request, person_id)
+    if entry is None:
+        raise HTTPException(status_code=404, detail="no such mentor in the directory")
+    return _mentor(entry)
 
 
 @router.post("/applications", status_code=201, summary="Submit a mentor application")

@@ -3,70 +3,83 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
 from lifecycle import bulk, intake, services
-from lifecycle.directory import listed_mentors, suitable_mentors, taken_places
+from lifecycle.directory import Entry, Filters, Page, listed_regions, search, suitable_mentors
 from lifecycle.errors import InvalidInput, MentorlusError, Refused
 from lifecycle.models import CREDENTIAL_KINDS, DEGREE_LEVELS, FORMATS, LANGUAGES, Person
-from lifecycle.qualifications import can_mentor_managers
 from lifecycle.web import auth
 from lifecycle.web.app import core, language, page
 
 router = APIRouter(include_in_schema=False)
 
 
-def directory_entries(request: Request, **filters: Any) -> list[dict[str, Any]]:
-    """Listed mentors matching the filters, with their free places."""
+def directory_entries(request: Request, filters: Filters, *, page: int = 1) -> Page:
+    """One page of the listed mentors matching the filters, with their free places."""
     with core(request).unit() as tx:
-        mentors = listed_mentors(tx.session)
-        taken = taken_places(tx.session, [person.id for person, _ in mentors])
-    entries = []
-    text = (filters.get("background") or "").strip().casefold()
-    for person, profile in mentors:
-        free = max(profile.capacity - taken.get(person.id, 0), 0)
-        if filters.get("topic") and filters["topic"] not in profile.topics:
-            continue
-        if filters.get("region") and filters["region"] not in profile.regions:
-            continue
-        if filters.get("language") and filters["language"] not in profile.languages:
-            continue
-        if filters.get("format") and filters["format"] not in profile.formats:
-            continue
-        if filters.get("free") and not free:
-            continue
-        if filters.get("managers") and not can_mentor_managers(profile):
-            continue
-        if text and text not in f"{profile.background} {profile.degree_field}".casefold():
-            continue
-        entries.append(
-            {
-                "person": person,
-                "profile": profile,
-                "free": free,
-                "managers": can_mentor_managers(profile),
-            }
+        return search(tx.session, filters, page=page)
+
+
+def mentor_entry(request: Request, person_id: int | None) -> Entry | None:
+    """A listed mentor's directory entry; None for anyone else."""
+    if person_id is None:
+        return None
+    entries = directory_entries(request, Filters(person_id=person_id)).entries
+    return entries[0] if entries else None
+
+
+def _number(text: str | None) -> int | None:
+    """A plain positive number that fits an id column (isdigit() alone would take '²')."""
+    text = text or ""
+    return int(text) if text.isascii() and text.isdigit() and 0 < len(text) <= 9 else None
+
+
+def page_url(filters: Filters, number: int) -> str:
+    """The directory URL of another page of the same search."""
+    params: dict[str, str | int] = {
+        key: value
+        for key, value in (
+            ("topic", filters.topic),
+            ("region", filters.region),
+            ("language", filters.language),
+            ("format", filters.format),
+            ("background", filters.background),
         )
-    return entries
+        if value
+    }
+    params.update({key: "on" for key in ("free", "managers") if getattr(filters, key)})
+    if number > 1:
+        params["page"] = number
+    return f"/?{urlencode(params)}" if params else "/"
 
 
 @router.get("/", response_class=HTMLResponse)
 def directory(request: Request) -> HTMLResponse:
     params = request.query_params
-    filters: dict[str, Any] = {
-        key: params.get(key, "") for key in ("topic", "region", "language", "format", "background")
-    }
-    filters["free"] = params.get("free") == "on"
-    filters["managers"] = params.get("managers") == "on"
-    entries = directory_entries(request, **filters)
+    filters = Filters(
+        topic=params.get("topic", ""),
+        region=params.get("region", ""),
+        language=params.get("language", ""),
+        format=params.get("format", ""),
+        background=params.get("background", ""),
+        free=params.get("free") == "on",
+        managers=params.get("managers") == "on",
+    )
     with core(request).unit() as tx:
-        regions = sorted({r for _, profile in listed_mentors(tx.session) for r in profile.regions})
+        found = search(tx.session, filters, page=_number(params.get("page")) or 1)
+        regions = listed_regions(tx.session)
     return page(
         request,
         "directory.html",
-        entries=entries,
+        found=found,
+        previous=page_url(filters, min(found.number - 1, found.pages))
+        if found.number > 1
+        else None,
+        next=page_url(filters, found.number + 1) if found.number < found.pages else None,
         filters=filters,
         regions=regions,
         formats=FORMATS,
@@ -76,7 +89,7 @@ def directory(request: Request) -> HTMLResponse:
 
 @router.get("/mentors/{person_id}", response_class=HTMLResponse)
 def mentor_page(request: Request, person_id: int) -> HTMLResponse:
-    entry = next((e for e in directory_entries(request) if e["person"].id == person_id), None)
+    entry = mentor_entry(request, person_id)
     if entry is None:
         raise HTTPException(status_code=404, detail="no such mentor in the directory")
     return page(request, "mentor.html", entry=entry)
@@ -89,14 +102,7 @@ def _request_form(
     status_code: int = 200,
     **more: Any,
 ) -> HTMLResponse:
-    entry = next(
-        (
-            e
-            for e in directory_entries(request)
-            if str(e["person"].id) == str(values.get("mentor_id", ""))
-        ),
-        None,
-    )
+    entry = mentor_entry(request, _number(str(values.get("mentor_id", ""))))
     return page(
         request,
         "request.html",
@@ -140,9 +146,7 @@ def submit_request(
         "is_manager": is_manager,
     }
     app = core(request)
-    # isdigit() alone would take '²' or a number no column holds.
-    plain = mentor_id.isascii() and mentor_id.isdigit() and len(mentor_id) <= 9
-    mentor_pk = int(mentor_id) if plain else None
+    mentor_pk = _number(mentor_id)
     try:
         with app.unit() as tx:
             mentor = tx.session.get(Person, mentor_pk) if mentor_pk else None

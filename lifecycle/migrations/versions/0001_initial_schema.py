@@ -221,6 +221,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("relations", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_relations_mentee_id"), ["mentee_id"], unique=False)
+        batch_op.create_index("ix_relations_mentor_case", ["mentor_id", "case_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_relations_mentor_id"), ["mentor_id"], unique=False)
 
     op.create_table(
@@ -451,6 +452,7 @@ def downgrade() -> None:
     op.drop_table("agreements")
     with op.batch_alter_table("relations", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_relations_mentor_id"))
+        batch_op.drop_index("ix_relations_mentor_case")
         batch_op.drop_index(batch_op.f("ix_relations_mentee_id"))
 
     op.drop_table("relations")
