@@ -10,14 +10,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import insert
+from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.exc import StaleDataError
 
 from lifecycle import outbox, timers
 from lifecycle.config import Settings
 from lifecycle.errors import Conflict, NotFound, Refused
 from lifecycle.models import (
+    APPLICATION,
     CASE_PREFIX,
+    MENTORING,
     Application,
     AuditEvent,
     Case,
@@ -50,7 +53,16 @@ def parse_ref(ref: str) -> tuple[str, int]:
 
 def load_case(tx: Tx, ref: str) -> tuple[Case, Application | Relation]:
     workflow, case_id = parse_ref(ref)
-    case = tx.session.get(Case, case_id)
+    # The subject and its people come with the case: every step reads them.
+    subjects = {
+        APPLICATION: [joinedload(Case.application).joinedload(Application.person)],
+        MENTORING: [
+            joinedload(Case.relation).joinedload(Relation.mentor),
+            joinedload(Case.relation).joinedload(Relation.mentee),
+        ],
+    }
+    options = subjects.get(workflow) or [option for both in subjects.values() for option in both]
+    case = tx.session.get(Case, case_id, options=options)
     if case is None or (workflow and case.workflow != workflow):
         raise NotFound(f"no case {ref}")
     return case, case.subject
@@ -93,21 +105,27 @@ def _record(
     case.updated_at = tx.now
     if moved:
         case.state_entered_at = tx.now
-    event = AuditEvent(
-        case_id=case.id,
-        at=tx.now,
-        actor_id=ctx.actor.id if ctx.actor else None,
-        actor_role=_acting_role(ctx, spec),
-        trigger=spec.trigger,
-        from_state=from_state,
-        to_state=case.state,
-        comment=_comment(ctx),
-    )
-    tx.session.add(event)
-    tx.session.flush()
+    # Inserted on its own, before the case is written: the case then takes its state and
+    # its entry event in one UPDATE, and the event comes back without a flush.
+    with tx.session.no_autoflush:
+        event = tx.session.scalars(
+            insert(AuditEvent).returning(AuditEvent),
+            [
+                {
+                    "case_id": case.id,
+                    "at": tx.now,
+                    "actor_id": ctx.actor.id if ctx.actor else None,
+                    "actor_role": _acting_role(ctx, spec),
+                    "trigger": spec.trigger,
+                    "from_state": from_state,
+                    "to_state": case.state,
+                    "comment": _comment(ctx),
+                }
+            ],
+        ).one()
     if moved:
         case.entry_event_id = event.id
-    timers.reconcile(ctx, workflow)
+    timers.reconcile(ctx, workflow, new_entry=moved)
     emails = spec.emails + (workflow.state(case.state).emails if moved else ())
     outbox.enqueue(ctx, event, emails)
     tx.session.flush()

@@ -10,6 +10,7 @@ from lifecycle.models import (
     Application,
     Case,
     MentorProfile,
+    Person,
     Relation,
 )
 from lifecycle.qualifications import can_mentor_managers, evaluate
@@ -37,8 +38,9 @@ def mentor_listing_state(ctx: Context, person_id: int) -> str | None:
     )
 
 
-def _profile(ctx: Context, person_id: int) -> MentorProfile | None:
-    return ctx.session.scalar(select(MentorProfile).where(MentorProfile.person_id == person_id))
+def _profile(person: Person) -> MentorProfile | None:
+    # Through the relationship, so the guards of one step share one load.
+    return person.profile
 
 
 # -- mentor application ---------------------------------------------------------------------
@@ -63,7 +65,7 @@ def intake_round_open(ctx: Context) -> str | None:
 
 def qualifications_met(ctx: Context) -> str | None:
     application = _application(ctx)
-    profile = _profile(ctx, application.person_id)
+    profile = _profile(application.person)
     if profile is None:
         return "the applicant has no profile with qualifications"
     failed = [
@@ -141,7 +143,7 @@ def mentor_listed(ctx: Context) -> str | None:
 
 def mentor_has_capacity(ctx: Context) -> str | None:
     relation = _relation(ctx)
-    profile = _profile(ctx, relation.mentor_id)
+    profile = _profile(relation.mentor)
     capacity = profile.capacity if profile else 0
     taken = taken_places(ctx.session, [relation.mentor_id]).get(relation.mentor_id, 0)
     if taken < capacity:
@@ -159,7 +161,7 @@ def different_organisation(ctx: Context) -> str | None:
 
 def mentor_holds_topic(ctx: Context) -> str | None:
     relation = _relation(ctx)
-    profile = _profile(ctx, relation.mentor_id)
+    profile = _profile(relation.mentor)
     if profile and relation.topic in profile.topics:
         return None
     return f"this mentor does not mentor on the topic '{relation.topic}' — choose another"
@@ -169,7 +171,7 @@ def master_for_manager_mentee(ctx: Context) -> str | None:
     relation = _relation(ctx)
     if not relation.mentee_is_manager:
         return None
-    profile = _profile(ctx, relation.mentor_id)
+    profile = _profile(relation.mentor)
     if profile and can_mentor_managers(profile):
         return None
     return "mentoring a manager needs a mentor with a master's degree — choose another"

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from lifecycle import links
@@ -49,20 +49,38 @@ def recipients(ctx: Context, to: tuple[str, ...]) -> list[Person]:
 
 def enqueue(ctx: Context, event: AuditEvent, emails: tuple[Email, ...]) -> None:
     """Queue each email once per reader for this step: the key makes a repeat a no-op."""
+    rows = []
     for email in emails:
         for person in recipients(ctx, email.to):
-            add(
-                ctx.session,
-                ctx.settings,
-                key=f"{ctx.case.id}:{event.id}:{email.template}:{person.id}",
-                template=email.template,
-                person=person,
-                now=ctx.now,
-                case_id=ctx.case.id,
-                event_id=event.id,
-                refs=dict(ctx.refs, calendar=True) if email.calendar else ctx.refs,
-                link=email.link,
+            token = None
+            if email.link is not None:
+                token = links.issue(
+                    ctx.session,
+                    ctx.settings,
+                    action=email.link,
+                    now=ctx.now,
+                    person_id=person.id,
+                    case_id=ctx.case.id,
+                )
+            rows.append(
+                _row(
+                    ctx.settings,
+                    key=f"{ctx.case.id}:{event.id}:{email.template}:{person.id}",
+                    template=email.template,
+                    to=(person.email, person.name),
+                    language=person.language,
+                    person_id=person.id,
+                    now=ctx.now,
+                    token=token,
+                    case_id=ctx.case.id,
+                    event_id=event.id,
+                    refs=dict(ctx.refs, calendar=True) if email.calendar else ctx.refs,
+                    bulk=False,
+                )
             )
+    if rows:
+        # One multi-row INSERT: every step writes mail, and a row at a time is most of its cost.
+        ctx.session.execute(insert(OutboxMessage), rows)
 
 
 def add(
@@ -176,27 +194,60 @@ def queue(
     refs: dict[str, Any] | None,
     bulk: bool,
 ) -> OutboxMessage:
-    email, name = to
     message = OutboxMessage(
-        idempotency_key=key,
-        case_id=case_id,
-        event_id=event_id,
-        template=template,
-        to_person_id=person_id,
-        to_email=email,
-        to_name=name,
-        language=language,
-        bulk=bulk,
-        refs=dict(refs or {}),
-        link_token_id=token.id if token else None,
-        # uuid4 draws from the OS: make_msgid uses the random module, which a seeded
-        # process (tests, or any library that seeds it) would make repeat.
-        message_id=f"<{uuid.uuid4().hex}@{settings.from_address.rpartition('@')[2]}>",
-        status="pending",
-        attempts=0,
-        created_at=now,
-        next_attempt_at=now,
-        last_error="",
+        **_row(
+            settings,
+            key=key,
+            template=template,
+            to=to,
+            language=language,
+            person_id=person_id,
+            now=now,
+            token=token,
+            case_id=case_id,
+            event_id=event_id,
+            refs=refs,
+            bulk=bulk,
+        )
     )
     session.add(message)
     return message
+
+
+def _row(
+    settings: Settings,
+    *,
+    key: str,
+    template: str,
+    to: tuple[str, str],
+    language: str,
+    person_id: int | None,
+    now: datetime,
+    token: ActionToken | None,
+    case_id: int | None,
+    event_id: int | None,
+    refs: dict[str, Any] | None,
+    bulk: bool,
+) -> dict[str, Any]:
+    email, name = to
+    return {
+        "idempotency_key": key,
+        "case_id": case_id,
+        "event_id": event_id,
+        "template": template,
+        "to_person_id": person_id,
+        "to_email": email,
+        "to_name": name,
+        "language": language,
+        "bulk": bulk,
+        "refs": dict(refs or {}),
+        "link_token_id": token.id if token else None,
+        # uuid4 draws from the OS: make_msgid uses the random module, which a seeded
+        # process (tests, or any library that seeds it) would make repeat.
+        "message_id": f"<{uuid.uuid4().hex}@{settings.from_address.rpartition('@')[2]}>",
+        "status": "pending",
+        "attempts": 0,
+        "created_at": now,
+        "next_attempt_at": now,
+        "last_error": "",
+    }

@@ -157,9 +157,8 @@ def submit_application(tx: Tx, *, data: Mapping[str, Any], actor_email: str | No
             f"({open_application.state}); a new one is possible only after it has ended",
             rule="one_open_application",
         )
-    profile = tx.session.scalar(
-        select(MentorProfile).where(MentorProfile.person_id == applicant.id)
-    ) or MentorProfile(person_id=applicant.id)
+    # Through the relationship, so the guards see this profile, not a stale empty one.
+    profile = applicant.profile or MentorProfile(person=applicant)
     profile.degree_level = _choice(data, "degree_level", DEGREE_LEVELS, "none")
     profile.degree_field = _text(data, "degree_field", required=profile.degree_level != "none")
     profile.degree_in_social_work = _bool(data, "degree_in_social_work")

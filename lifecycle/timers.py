@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, time
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 
 from lifecycle.models import Application, Relation, Timer
 from lifecycle.workflow import Anchor, Context, Workflow
@@ -39,7 +39,7 @@ ANCHORS: dict[str, Anchor] = {
 }
 
 
-def reconcile(ctx: Context, workflow: Workflow) -> None:
+def reconcile(ctx: Context, workflow: Workflow, *, new_entry: bool) -> None:
     """Cancel the pending timers the case no longer needs; create the ones its state declares.
 
     Timers belong to one entry into a state (the case's entry event): leaving the state
@@ -47,6 +47,7 @@ def reconcile(ctx: Context, workflow: Workflow) -> None:
     timer re-arms itself when it fires, so any round of it in this entry is kept.
     """
     case = ctx.case
+    assert case.entry_event_id is not None
     desired = {}
     specs = workflow.state(case.state).timers
     repeating = {spec.name for spec in specs if spec.repeat}
@@ -58,35 +59,49 @@ def reconcile(ctx: Context, workflow: Workflow) -> None:
         )
         if anchor is not None:
             desired[(spec.name, anchor + spec.after)] = spec
-    timers = ctx.session.scalars(select(Timer).where(Timer.case_id == case.id)).all()
+    ctx.session.execute(
+        update(Timer)
+        .where(
+            Timer.case_id == case.id,
+            Timer.status == "pending",
+            Timer.entry_event_id != case.entry_event_id,
+        )
+        .values(status="cancelled", finished_at=ctx.now)
+    )
     existing: dict[tuple[str, datetime], Timer] = {}
     started = set()  # repeating timers that already run in this entry
-    for timer in timers:
-        key = (timer.name, timer.due_at)
-        current = timer.entry_event_id == case.entry_event_id
-        if current and timer.name in repeating:
-            started.add(timer.name)
-        elif current and key in desired:
-            existing[key] = timer
-        elif timer.status == "pending":
-            timer.status = "cancelled"
-            timer.finished_at = ctx.now
-    assert case.entry_event_id is not None
+    if not new_entry:  # a step within the state: this entry's timers may have to move
+        current = ctx.session.scalars(
+            select(Timer).where(
+                Timer.case_id == case.id, Timer.entry_event_id == case.entry_event_id
+            )
+        )
+        for timer in current:
+            if timer.name in repeating:
+                started.add(timer.name)
+            elif (timer.name, timer.due_at) in desired:
+                existing[(timer.name, timer.due_at)] = timer
+            elif timer.status == "pending":
+                timer.status = "cancelled"
+                timer.finished_at = ctx.now
+    rows = []
     for name, due_at in desired:
         if name in started:
             continue
         kept = existing.get((name, due_at))
         if kept is None:
-            ctx.session.add(
-                Timer(
-                    case_id=case.id,
-                    entry_event_id=case.entry_event_id,
-                    state=case.state,
-                    name=name,
-                    due_at=due_at,
-                    status="pending",
-                )
+            rows.append(
+                {
+                    "case_id": case.id,
+                    "entry_event_id": case.entry_event_id,
+                    "state": case.state,
+                    "name": name,
+                    "due_at": due_at,
+                    "status": "pending",
+                }
             )
         elif kept.status == "cancelled":  # an anchor moved back to where it was
             kept.status = "pending"
             kept.finished_at = None
+    if rows:
+        ctx.session.execute(insert(Timer), rows)
