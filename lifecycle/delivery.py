@@ -33,6 +33,7 @@ from lifecycle.models import (
     Application,
     AuditEvent,
     Case,
+    MentorProfile,
     OutboxMessage,
     Person,
     Relation,
@@ -128,7 +129,10 @@ def _load_for(session: Session, messages: Sequence[OutboxMessage]) -> list[objec
         select(Case)
         .where(Case.id.in_(case_ids))
         .options(
-            selectinload(Case.application).selectinload(Application.person),
+            selectinload(Case.application)
+            .selectinload(Application.person)
+            .selectinload(Person.profile)
+            .selectinload(MentorProfile.credentials),
             selectinload(Case.application).selectinload(Application.votes),
             selectinload(Case.relation).selectinload(Relation.mentor),
             selectinload(Case.relation).selectinload(Relation.mentee),

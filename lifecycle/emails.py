@@ -18,7 +18,6 @@ from typing import Any
 
 from babel.dates import format_date, format_datetime
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lifecycle import links
@@ -32,7 +31,6 @@ from lifecycle.models import (
     AuditEvent,
     Case,
     IntakeRound,
-    MentorProfile,
     OutboxMessage,
     Person,
     Relation,
@@ -54,6 +52,7 @@ class Rendered:
 def environment(templates_dir: Path, language: str) -> Environment:
     return Environment(
         loader=FileSystemLoader(templates_dir / language),
+        auto_reload=False,  # templates change with a deployment, not while it runs
         undefined=StrictUndefined,
         autoescape=False,  # plain text; the HTML layout escapes it
         keep_trailing_newline=True,
@@ -66,6 +65,7 @@ def environment(templates_dir: Path, language: str) -> Environment:
 def _environments(templates_dir: Path) -> dict[str, Environment]:
     html = Environment(
         loader=FileSystemLoader(templates_dir),
+        auto_reload=False,
         undefined=StrictUndefined,
         autoescape=True,
     )
@@ -222,9 +222,7 @@ def _application_context(
         "place": application.interview_place or "",
         "updated": message.refs.get("sequence", 0) > 0,
     }
-    profile = session.scalar(
-        select(MentorProfile).where(MentorProfile.person_id == application.person_id)
-    )
+    profile = application.person.profile
     if profile is not None:
         failed = [
             r.rule

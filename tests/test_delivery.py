@@ -30,8 +30,10 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 from aiosmtpd.controller import Controller
+from hypothesis import strategies as st
 from icalendar import Calendar
 from markupsafe import escape
 from sqlalchemy import func, select
@@ -649,6 +651,20 @@ def test_a_subject_is_one_line_whatever_the_data_so_no_header_can_be_injected(
     assert "Bcc" not in mail
     assert mail["Subject"] == subject
     assert [name for name, _ in mail.items()].count("Subject") == 1
+
+
+PRINTABLE = st.characters(exclude_categories=["Cc", "Cs", "Zl", "Zp"])
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(st.text(alphabet=PRINTABLE, max_size=200))
+def test_any_subject_survives_header_encoding_in_lines_short_enough_for_smtp(text: str) -> None:
+    subject = " ".join(text.split())
+    composed = mailer._multipart([("Subject", subject)], [("plain", "x", "")])
+    lines = composed.split(b"\r\nMIME-Version")[0].split(b"\r\n")
+    # Encoded words keep to the recommended 78; plain ASCII only to SMTP's hard 998.
+    assert all(len(line) <= (998 if subject.isascii() else 78) for line in lines)
+    assert message_from_bytes(composed, policy=policy.default)["Subject"] == subject
 
 
 def test_a_reader_name_with_a_line_break_in_the_outbox_fails_the_message_instead_of_injecting(
