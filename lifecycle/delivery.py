@@ -17,7 +17,7 @@ import logging
 import random
 import ssl
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -97,25 +97,40 @@ def claim(app: App, *, limit: int) -> Claim:
     return Claim(token, ids, lease_until)
 
 
-def render(app: App, claimed: Claim) -> tuple[list[Ready], dict[int, Outcome]]:
-    """Compose every claimed message in one read; one that cannot be rendered fails alone."""
-    ready, failed = [], {}
-    with app.unit() as tx:
-        messages = tx.session.scalars(
-            select(OutboxMessage).where(
-                OutboxMessage.id.in_(claimed.ids), OutboxMessage.claim_token == claimed.token
-            )
-        ).all()
-        loaded = _load_for(tx.session, messages)  # noqa: F841 - held for the batch
-        for message in messages:
-            try:
-                content = mailer.compose(tx.session, app.settings, message)
-            except Exception as error:  # one broken message must not stop the others
-                log.exception("outbox %s cannot be rendered", message.id)
-                failed[message.id] = Outcome("failed", f"cannot be rendered: {error}")
-                continue
-            ready.append(Ready(message.id, message.to_email, message.attempts, content))
-    return ready, failed
+# Messages are composed this many at a time between sends: the SMTP server works through
+# the messages in flight while the next ones are composed, instead of waiting for a batch.
+COMPOSE_EVERY = 10
+
+Rendered = tuple[list[Ready], dict[int, Outcome]]  # ready to send, failed to render
+
+
+def render(app: App, claimed: Claim) -> Iterator[Rendered]:
+    """Compose the claimed messages a few at a time; one that cannot be rendered fails alone.
+
+    The batch is read in one transaction and held in the session; composing needs no more
+    queries as a rule, and any it needs run in a transaction of their own that ends before
+    the next yield, so no lock is held while the messages are sent.
+    """
+    with app.sessions() as session:
+        with session.begin():
+            messages = session.scalars(
+                select(OutboxMessage).where(
+                    OutboxMessage.id.in_(claimed.ids), OutboxMessage.claim_token == claimed.token
+                )
+            ).all()
+            loaded = _load_for(session, messages)  # noqa: F841 - held for the batch
+        for first in range(0, len(messages), COMPOSE_EVERY):
+            ready, failed = [], {}
+            with session.begin():
+                for message in messages[first : first + COMPOSE_EVERY]:
+                    try:
+                        content = mailer.compose(session, app.settings, message)
+                    except Exception as error:  # one broken message must not stop the others
+                        log.exception("outbox %s cannot be rendered", message.id)
+                        failed[message.id] = Outcome("failed", f"cannot be rendered: {error}")
+                        continue
+                    ready.append(Ready(message.id, message.to_email, message.attempts, content))
+            yield ready, failed
 
 
 def _load_for(session: Session, messages: Sequence[OutboxMessage]) -> list[object]:
@@ -272,16 +287,16 @@ MARK_EVERY = 25
 
 
 async def _drain(
-    connection: Connection, claimed: Claim, queue: asyncio.Queue[Ready], done: list[Result]
+    connection: Connection, claimed: Claim, queue: asyncio.Queue[Ready | None], done: list[Result]
 ) -> None:
     app = connection.app
     # A send (connecting, then the message) may take up to twice the SMTP timeout: never
     # start one the lease might not cover.
     last_start = claimed.lease_until.timestamp() - 2 * app.settings.smtp_timeout
-    while not queue.empty():
+    while (message := await queue.get()) is not None:
         if app.clock().timestamp() >= last_start:
-            return  # the unsent rest is released by send_claimed
-        message = queue.get_nowait()
+            queue.put_nowait(message)  # the unsent rest is released by send_claimed
+            return
         done.append((message.id, message.attempts, await connection.send(message)))
         if len(done) >= MARK_EVERY:
             group = done[:]
@@ -292,25 +307,33 @@ async def _drain(
 async def deliver_batch(app: App, connections: list[Connection]) -> int:
     """Claim, render, send and mark one batch; returns how many rows were claimed."""
     claimed = claim(app, limit=app.settings.delivery_batch_size)
-    if not claimed.ids:
-        return 0
-    ready, failed = render(app, claimed)
-    mark(app, claimed, [(message_id, 0, outcome) for message_id, outcome in failed.items()])
-    await send_claimed(app, claimed, ready, connections)
+    if claimed.ids:
+        await send_claimed(app, claimed, render(app, claimed), connections)
     return len(claimed.ids)
 
 
 async def send_claimed(
-    app: App, claimed: Claim, ready: list[Ready], connections: list[Connection]
+    app: App, claimed: Claim, rendered: Iterable[Rendered], connections: list[Connection]
 ) -> None:
-    """Send rendered messages over the connections at once, marking each as it goes."""
-    queue: asyncio.Queue[Ready] = asyncio.Queue()
-    for message in ready:
-        queue.put_nowait(message)
+    """Send messages over the connections at once as they are rendered, marking as it goes."""
+    queue: asyncio.Queue[Ready | None] = asyncio.Queue()
     done: list[Result] = []
-    await asyncio.gather(*(_drain(connection, claimed, queue, done) for connection in connections))
+
+    async def produce() -> None:
+        for ready, failed in rendered:
+            mark(app, claimed, [(message_id, 0, outcome) for message_id, outcome in failed.items()])
+            for message in ready:
+                queue.put_nowait(message)
+            await asyncio.sleep(0)  # let the connections send what is ready
+        for _ in connections:
+            queue.put_nowait(None)  # one end mark for each connection
+
+    await asyncio.gather(
+        produce(), *(_drain(connection, claimed, queue, done) for connection in connections)
+    )
     mark(app, claimed, done)
-    unsent = [queue.get_nowait().id for _ in range(queue.qsize())]
+    left = [queue.get_nowait() for _ in range(queue.qsize())]
+    unsent = [message.id for message in left if message is not None]
     if unsent:
         release(app, claimed, unsent)
 

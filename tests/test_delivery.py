@@ -784,15 +784,16 @@ def test_a_worker_whose_lease_ran_out_mid_batch_does_not_send_rows_another_worke
     ]
     claimed = delivery.claim(app, limit=50)  # worker A takes the batch ...
     assert sorted(claimed.ids) == ids
-    ready, failed = delivery.render(app, claimed)
-    assert failed == {} and len(ready) == 3
+    rendered = list(delivery.render(app, claimed))
+    assert [failed for _, failed in rendered] == [{}]
+    assert len(rendered[0][0]) == 3
     clock.advance(seconds=app.settings.delivery_lease.total_seconds() + 1)  # ... and stalls
     assert deliver(app) == 3  # worker B takes the rows over after the lease and sends them
 
     async def worker_a_goes_on() -> None:  # what delivery.run does with its claimed batch
         connection = delivery.Connection(app)
         try:
-            await delivery.send_claimed(app, claimed, ready, [connection])
+            await delivery.send_claimed(app, claimed, rendered, [connection])
         finally:
             await connection.close()
 
