@@ -40,6 +40,12 @@ class App:
         with db.transaction(self.sessions) as session:
             yield Tx(session, self.settings, self.workflows, self.clock())
 
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        """A transaction that only reads: it never holds up a writer, and cannot write."""
+        with db.transaction(self.sessions, read_only=True) as session:
+            yield Tx(session, self.settings, self.workflows, self.clock())
+
 
 def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> App:
     """Load and validate the workflows, connect the database (no schema change here)."""

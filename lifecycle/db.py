@@ -13,13 +13,27 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# The execution option that marks a transaction as one that only reads.
+READ_ONLY = "mentorlus_read_only"
 
 
 def make_engine(url: str) -> Engine:
     """Create an engine; on SQLite every transaction begins IMMEDIATE and waits for the lock."""
+    # hide_parameters: an error's text would otherwise carry the statement's values (a
+    # concrete question, a token) into every log that records the error.
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
+
+        @event.listens_for(engine, "begin")
+        def _begin_postgresql(connection: Any) -> None:
+            # One snapshot for all of a report's queries, as on SQLite.
+            if connection.get_execution_options().get(READ_ONLY):
+                connection.exec_driver_sql(
+                    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+                )
+
+        return engine
+    engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -35,7 +49,19 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if not connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        # A reading transaction takes no lock (WAL gives it a snapshot): it never holds up a
+        # writer. query_only makes a write in it fail at once.
+        connection.exec_driver_sql("BEGIN")
+        connection.exec_driver_sql("PRAGMA query_only = ON")
+        connection.info[READ_ONLY] = True
+
+    @event.listens_for(engine, "checkin")
+    def _writable_again(dbapi_connection: Any, record: Any) -> None:
+        if record.info.pop(READ_ONLY, False):
+            dbapi_connection.execute("PRAGMA query_only = OFF")
 
     return engine
 
@@ -45,9 +71,14 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work: commit when the block ends, roll back everything when it raises."""
+def transaction(sessions: sessionmaker[Session], *, read_only: bool = False) -> Iterator[Session]:
+    """One unit of work: commit when the block ends, roll back everything when it raises.
+
+    read_only: for pages and reports that only read; writing in it fails.
+    """
     with sessions() as session, session.begin():
+        if read_only:
+            session.connection(execution_options={READ_ONLY: True})
         yield session
 
 

@@ -8,13 +8,14 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import DBAPIError
 
 from lifecycle import engine, outbox, scenarios, services
 from lifecycle.bootstrap import App
 from lifecycle.engine import Tx
 from lifecycle.errors import Conflict, NotFound, Refused
-from lifecycle.models import AuditEvent, Base, Case, OutboxMessage, Timer
+from lifecycle.models import AuditEvent, Base, Case, OutboxMessage, Person, Timer
 from lifecycle.scenarios import ManualClock
 from tests.conftest import COMMITTEE, COORDINATOR
 
@@ -203,3 +204,41 @@ def test_case_ids_are_readable_and_refer_to_their_workflow(app: App, clock: Manu
         assert case.ref == f"A-{case.id}"
         with pytest.raises(NotFound, match="no case"):
             engine.load_case(tx, f"A-{ref.removeprefix('M-')}")
+
+
+def test_a_reading_transaction_cannot_write(app: App) -> None:
+    with pytest.raises(DBAPIError), app.read() as tx:
+        tx.session.execute(update(Case).values(state="x"))
+    with pytest.raises(DBAPIError), app.read() as tx:
+        tx.session.add(Person(name="Uus", email="uus@example.org", role=None, created_at=tx.now))
+        tx.session.flush()
+
+
+def test_a_long_reading_transaction_never_holds_up_a_step(app: App, clock: ManualClock) -> None:
+    """A report or page that reads for a while: a step commits meanwhile, and the reader keeps
+    its snapshot."""
+    ref = scenarios.submit_application(
+        app, scenarios.applicant("anne@example.org", "Anne Aas"), actor=COORDINATOR
+    )
+    reading, stepped = threading.Event(), threading.Event()
+    seen: list[str] = []
+
+    def reader() -> None:
+        with app.read() as tx:
+            seen.append(engine.load_case(tx, ref)[0].state)
+            reading.set()
+            stepped.wait(timeout=30)
+            tx.session.expire_all()
+            seen.append(engine.load_case(tx, ref)[0].state)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert reading.wait(timeout=30)
+    with app.unit() as tx:  # on SQLite a write lock held by the reader would stall this
+        services.advance_case(tx, ref=ref, trigger="begin_review", actor_email=COORDINATOR)
+    assert thread.is_alive(), "the step waited for the reader to finish"
+    stepped.set()
+    thread.join(timeout=30)
+    assert seen == ["submitted", "submitted"]
+    with app.read() as tx:
+        assert engine.load_case(tx, ref)[0].state == "eligibility"
