@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DB := demo.db
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint audit bench clean
 
 $(BIN)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -36,6 +36,12 @@ lint: $(BIN)/.installed
 test: lint
 	$(BIN)/mentorlus check
 	$(BIN)/pytest -q
+
+# Known vulnerabilities in the installed packages, from PyPI's vulnerability data. --strict:
+# a package the service cannot look up fails the audit instead of passing unaudited.
+audit: $(BIN)/.installed
+	$(BIN)/pip-audit --local --skip-editable --strict --vulnerability-service pypi \
+	  --progress-spinner off
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/transitions.py

@@ -56,8 +56,9 @@ from lifecycle.workflow import Context
 START = datetime(2026, 9, 1, 7, 0, tzinfo=UTC)
 COORDINATOR = "koordinaator@bench.example"
 COMMITTEE = ["komisjon1@bench.example", "komisjon2@bench.example", "komisjon3@bench.example"]
-MENTORS = 20
-CAPACITY = 5_000
+# Every relation is open at once between the phases: enough mentors at the largest capacity
+# a mentor may declare (services: at most 50 mentees at a time).
+CAPACITY = 50
 # The steps that move a relation to a new state; the others keep it where it is.
 STATE_CHANGING = ("request", "accept", "proceed", "sign", "close")
 RAW_STATES = ("requested", "first_meeting", "agreement", "active", "closed")
@@ -83,12 +84,16 @@ def make_app(directory: Path, clock: ManualClock) -> App:
 # -- 1. the full service path ------------------------------------------------------------------
 
 
-def list_mentors(app: App, clock: ManualClock, *, capacity: int) -> list[str]:
+def mentors_for(relations: int) -> int:
+    return max(20, -(-relations // CAPACITY))
+
+
+def list_mentors(app: App, clock: ManualClock, *, count: int) -> list[str]:
     """Mentors entered by the coordinator and listed through the real steps."""
     emails = []
-    for index in range(MENTORS):
+    for index in range(count):
         email = f"mentor{index}@bench.example"
-        data = scenarios.applicant(email, f"Mentor {index}", capacity=capacity)
+        data = scenarios.applicant(email, f"Mentor {index}", capacity=CAPACITY)
         ref = scenarios.submit_application(app, data, actor=COORDINATOR)
         scenarios.bring_application(
             app,
@@ -164,7 +169,7 @@ class Baseline:
 
 def advance(app: App, clock: ManualClock, relations: int) -> tuple[dict[str, float], Baseline]:
     """Drive the relations to closed, one phase at a time; seconds spent per step name."""
-    mentors = list_mentors(app, clock, capacity=max(CAPACITY, -(-relations // MENTORS)))
+    mentors = list_mentors(app, clock, count=mentors_for(relations))
     baseline = Baseline(app, relations)
     spent: dict[str, float] = defaultdict(float)
 
@@ -182,7 +187,7 @@ def advance(app: App, clock: ManualClock, relations: int) -> tuple[dict[str, flo
 
     cases: list[tuple[str, str, str]] = []  # (ref, mentor, mentee)
     for index in range(relations):
-        mentor = mentors[index % MENTORS]
+        mentor = mentors[index % len(mentors)]
         mentee = f"mentee{index}@bench.example"
         data = scenarios.mentee(mentee, f"Juhendatav {index}", mentor)
         began = time.perf_counter()
@@ -391,7 +396,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mentorlus-bench-") as directory:
         clock = ManualClock(START)
         app = make_app(Path(directory), clock)
-        log(f"advance: {relations} relations, {MENTORS} mentors, a bare commit after each move")
+        log(
+            f"advance: {relations} relations, {mentors_for(relations)} mentors, "
+            "a bare commit after each move"
+        )
         began = time.perf_counter()
         spent, baseline = advance(app, clock, relations)
         wall = time.perf_counter() - began

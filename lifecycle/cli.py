@@ -8,7 +8,6 @@ import email
 import email.policy
 import getpass
 import json
-import logging
 import signal
 import sys
 import threading
@@ -18,15 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from lifecycle import (
+    backup,
     bootstrap,
     bulk,
     db,
     delivery,
     demo,
+    disclosure,
     engine,
     intake,
+    logs,
     mailer,
+    privacy,
     queries,
+    reports,
     scheduler,
     services,
     sink,
@@ -134,7 +138,7 @@ def _takes_reason(tx: Any, ref: str, trigger: str) -> bool:
 
 
 def cmd_worker(app: App, args: argparse.Namespace) -> dict[str, Any]:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logs.configure(app.settings)
     if args.once:
         done = scheduler.run_due_now(app)
         done["emails"] = asyncio.run(delivery.run(app, once=True))
@@ -288,7 +292,10 @@ def cmd_serve(app: App, args: argparse.Namespace) -> dict[str, Any]:
     from lifecycle.web.app import create
 
     print(f"Mentorlus on http://{args.host}:{args.port}/ (console: /console)", flush=True)
-    uvicorn.run(create(app), host=args.host, port=args.port, log_level="info")
+    logs.configure(app.settings)
+    # log_config=None: uvicorn's records (its access log has every link's token in the path)
+    # go through our handler, which masks the tokens, instead of uvicorn's own.
+    uvicorn.run(create(app), host=args.host, port=args.port, log_level="info", log_config=None)
     return {"stopped": True}
 
 
@@ -304,7 +311,42 @@ def cmd_demo_load(app: App, args: argparse.Namespace) -> dict[str, Any]:
     return demo.load(app.settings)
 
 
+def cmd_person_export(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    args.json = True  # the export is a JSON document, with or without --json
+    with app.unit() as tx:
+        return privacy.export_person(tx, email=args.email)
+
+
+def cmd_person_erase(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    with app.unit() as tx:
+        return privacy.erase_person(tx, email=args.email, actor_email=args.actor, force=args.force)
+
+
+def cmd_privacy_retention(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    with app.unit() as tx:
+        return {"anonymised_relations": privacy.run_retention(tx)}
+
+
+def cmd_backup(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    return backup.backup(app, Path(args.path), force=args.force)
+
+
+def cmd_restore(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    return backup.restore(app, Path(args.path), force=args.force)
+
+
+def cmd_report(app: App, args: argparse.Namespace) -> str | list[dict[str, Any]]:
+    with app.read() as tx:
+        table = reports.build(tx, args.name)
+    if args.json:
+        return table.as_dicts()
+    return disclosure.to_csv(table) if args.csv else disclosure.to_text(table)
+
+
 def _print_human(result: Any) -> None:
+    if isinstance(result, str):  # already laid out (a report)
+        print(result, end="")
+        return
     if isinstance(result, list):
         for row in result:
             print("  ".join(f"{value}" for value in row.values()))
@@ -498,6 +540,58 @@ def parser() -> argparse.ArgumentParser:
         dest="action", required=True, metavar="ACTION"
     )
     add(demo_cmd, "load", cmd_demo_load, "load fictional demo data into the database")
+
+    person = commands.add_parser("person", help="a person's data").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    sub = add(person, "export", cmd_person_export, "print everything held about a person, as JSON")
+    sub.add_argument("email")
+    sub = add(
+        person,
+        "erase",
+        cmd_person_erase,
+        "erase a person: personal data and confidential texts go, statistics stay",
+    )
+    sub.add_argument("email")
+    sub.add_argument("--actor", help="email of the coordinator who asks for it (recorded)")
+    sub.add_argument("--force", action="store_true", help="erase a coordinator too")
+    privacy_cmd = commands.add_parser("privacy", help="retention").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    sub = add(
+        privacy_cmd,
+        "retention",
+        cmd_privacy_retention,
+        "delete the confidential texts of relations ended before the retention period",
+    )
+    sub.add_argument(
+        "--once",
+        action="store_true",
+        required=True,
+        help="run now and exit (the worker runs it daily)",
+    )
+    sub = add(
+        commands, "backup", cmd_backup, "copy the SQLite database to PATH, also while it runs"
+    )
+    sub.add_argument("path")
+    sub.add_argument("--force", action="store_true", help="replace PATH if it exists")
+    sub = add(
+        commands,
+        "restore",
+        cmd_restore,
+        "replace the SQLite database with a backup (the service must be stopped)",
+    )
+    sub.add_argument("path")
+    sub.add_argument("--force", action="store_true", help="replace an existing database")
+
+    sub = add(
+        commands,
+        "report",
+        cmd_report,
+        "print a report for the association (small groups hidden): a table, or --csv",
+    )
+    sub.add_argument("name", choices=list(reports.REPORTS))
+    sub.add_argument("--csv", action="store_true", help="comma-separated values, header first")
     return top
 
 

@@ -52,6 +52,12 @@ class Settings:
     intake_length: timedelta
     intake_reminder: timedelta
     digest_hour: int
+    # Reports show a count of fewer people than this as "<n" (lifecycle.reports).
+    report_min_group_size: int
+    # Closed relations keep their confidential texts this long (lifecycle.privacy).
+    retention: timedelta
+    log_format: str  # console, json
+    log_level: str
     workflows_dir: Path = PROJECT_ROOT / "workflows"
     templates_dir: Path = PROJECT_ROOT / "email_templates"
     # {workflow: {state: {timer name: duration}}}
@@ -86,6 +92,12 @@ def _hour(value: int, *, key: str) -> int:
     # Local times between 03:00 and 04:00 run twice or not at all on DST change days.
     if not 0 <= value <= 23 or value == 3:
         raise ConfigError(f"{key}: {value} must be an hour 0-23 other than 3 (DST changes)")
+    return value
+
+
+def _at_least(value: int, minimum: int, *, key: str) -> int:
+    if value < minimum:
+        raise ConfigError(f"{key}: {value} must be at least {minimum}")
     return value
 
 
@@ -184,6 +196,20 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         intake_length=timedelta(days=int(get("intake", "length_days"))),
         intake_reminder=timedelta(days=int(get("intake", "reminder_days"))),
         digest_hour=_hour(int(get("digest", "hour")), key="digest.hour"),
+        report_min_group_size=_at_least(
+            int(get("reports", "min_group_size")), 1, key="reports.min_group_size"
+        ),
+        retention=timedelta(
+            days=_at_least(int(get("privacy", "retention_days")), 1, key="privacy.retention_days")
+        ),
+        log_format=_one_of(
+            str(get("logging", "format")), ("console", "json"), key="logging.format"
+        ),
+        log_level=_one_of(
+            str(get("logging", "level")).upper(),
+            ("DEBUG", "INFO", "WARNING", "ERROR"),
+            key="logging.level",
+        ),
         timer_overrides=overrides,
     )
     if settings.delivery_lease.total_seconds() <= 2 * settings.smtp_timeout:

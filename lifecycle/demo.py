@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from lifecycle import bootstrap, scenarios, scheduler
+from lifecycle import bootstrap, intake, scenarios, scheduler
 from lifecycle.bootstrap import App
 from lifecycle.config import Settings
 from lifecycle.errors import Refused
@@ -594,6 +594,20 @@ def _summary(app: App) -> dict[str, Any]:
     }
 
 
+def _open_extra_round(app: App, stage: Stage) -> None:
+    """Between the scheduled rounds, an extra one (as coordinators may add), so that a demo
+    on any day shows the application form open."""
+    with app.unit() as tx:
+        if intake.current_round(tx.session, stage.now) is None:
+            tx.session.add(
+                IntakeRound(
+                    name=f"Lisavoor {stage.today.year}",
+                    opens_at=stage.now - timedelta(days=1),
+                    closes_at=stage.now + timedelta(days=14),
+                )
+            )
+
+
 def load(settings: Settings) -> dict[str, Any]:
     """Fill an empty, migrated database with the fictional stories; return a short summary."""
     stage = Stage(settings, datetime.now(UTC))
@@ -632,6 +646,7 @@ def load(settings: Settings) -> dict[str, Any]:
             *_relations(stage),
         ]
         _play(app, clock, stage, stories)
+        _open_extra_round(app, stage)
         return _summary(app)
     finally:
         app.engine.dispose()

@@ -102,11 +102,17 @@ def _check_span(opens_at: datetime, closes_at: datetime) -> None:
         raise InvalidInput("closes", "the round must close after it opens")
 
 
+# The longest round name taken (its column holds 100 characters).
+ROUND_NAME_LIMIT = 100
+
+
 def create_round(tx: Tx, *, name: str, opens: str, closes: str) -> IntakeRound:
     opens_at, closes_at = _local(opens, tx, "opens"), _local(closes, tx, "closes")
     _check_span(opens_at, closes_at)
     if not name.strip():
         raise InvalidInput("name", "is required")
+    if len(name.strip()) > ROUND_NAME_LIMIT:
+        raise InvalidInput("name", f"must be at most {ROUND_NAME_LIMIT} characters")
     round_ = IntakeRound(name=name.strip(), opens_at=opens_at, closes_at=closes_at)
     tx.session.add(round_)
     tx.session.flush()

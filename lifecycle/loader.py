@@ -80,7 +80,10 @@ def _fields(raw: Any, where: str) -> tuple[FieldSpec, ...]:
         choices = tuple(item.get("choices", ()))
         if kind == "choice" and not choices:
             raise WorkflowError(f"{where}.fields.{name}.choices: a choice needs its choices")
-        specs.append(FieldSpec(name, kind, bool(item.get("required", True)), choices))
+        max_length = item.get("max_length", FieldSpec.max_length)
+        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
+            raise WorkflowError(f"{where}.fields.{name}.max_length: must be a positive number")
+        specs.append(FieldSpec(name, kind, bool(item.get("required", True)), choices, max_length))
     return tuple(specs)
 
 

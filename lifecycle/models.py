@@ -51,6 +51,24 @@ DEGREE_LEVELS = ("none", "bachelor", "master", "doctorate")
 CREDENTIAL_KINDS = ("mentor", "coach", "supervisor")
 FORMATS = ("in_person", "online")
 LANGUAGES = ("et", "en")
+# Estonia's counties: where a mentor can meet (the application form offers these).
+REGIONS = (
+    "Harjumaa",
+    "Hiiumaa",
+    "Ida-Virumaa",
+    "Jõgevamaa",
+    "Järvamaa",
+    "Läänemaa",
+    "Lääne-Virumaa",
+    "Põlvamaa",
+    "Pärnumaa",
+    "Raplamaa",
+    "Saaremaa",
+    "Tartumaa",
+    "Valgamaa",
+    "Viljandimaa",
+    "Võrumaa",
+)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -92,6 +110,8 @@ class Person(Base):
     bulk_opt_out_at: Mapped[datetime | None]
     # Staff (coordinators, committee members) log in; argon2 hash, None for everyone else.
     password_hash: Mapped[str | None] = mapped_column(String(200))
+    # Set when the person was erased: the row keeps only a pseudonym (lifecycle.privacy).
+    erased_at: Mapped[datetime | None]
 
     profile: Mapped[MentorProfile | None] = relationship(back_populates="person")
 
@@ -263,6 +283,8 @@ class Relation(Base):
     mentor_goes_on_at: Mapped[datetime | None]
     mentee_goes_on_at: Mapped[datetime | None]
     outcome: Mapped[str | None] = mapped_column(String(20))
+    # Set when its confidential texts were deleted (retention period, or a party's erasure).
+    anonymised_at: Mapped[datetime | None]
 
     case: Mapped[Case] = relationship()
     mentor: Mapped[Person] = relationship(foreign_keys=[mentor_id])
@@ -439,3 +461,19 @@ class Announcement(Base):
     created_by_id: Mapped[int] = mapped_column(ForeignKey("people.id"))
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+
+
+class PrivacyEvent(Base):
+    """An erasure or a retention run's anonymisation, recorded without the data it removed."""
+
+    __tablename__ = "privacy_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(20))  # erasure, retention
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
+    # The coordinator who asked for an erasure; None for the retention job or an operator.
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    # What was removed, as counts of rows per kind: never the removed values themselves.
+    counts: Mapped[dict[str, Any]]

@@ -14,13 +14,15 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from lifecycle import intake, jobs
+from lifecycle import intake, jobs, privacy
 from lifecycle.bootstrap import App
 
 log = logging.getLogger(__name__)
 
 TIMER_INTERVAL_SECONDS = 30
 ROUND_INTERVAL_SECONDS = 300
+# Local hour of the daily retention run: at night, and not 03:00-04:00 (DST changes).
+RETENTION_HOUR = 2
 
 
 def fire_timers(app: App) -> dict[str, int]:
@@ -37,9 +39,19 @@ def digests(app: App) -> int:
         return jobs.send_digests(tx)
 
 
+def retention(app: App) -> int:
+    with app.unit() as tx:
+        return privacy.run_retention(tx)
+
+
 def run_due_now(app: App) -> dict[str, Any]:
     """Everything due now, once: for `worker --once` and deployments that use system cron."""
-    return {"timers": fire_timers(app), "rounds": round_mail(app), "digests": digests(app)}
+    return {
+        "timers": fire_timers(app),
+        "rounds": round_mail(app),
+        "digests": digests(app),
+        "retention": retention(app),
+    }
 
 
 def build(app: App) -> AsyncIOScheduler:
@@ -71,6 +83,13 @@ def build(app: App) -> AsyncIOScheduler:
         CronTrigger(hour=app.settings.digest_hour, timezone=zone),
         args=[app],
         id="digests",
+        replace_existing=True,
+    )
+    scheduler.add_job(
+        retention,
+        CronTrigger(hour=RETENTION_HOUR, timezone=zone),
+        args=[app],
+        id="retention",
         replace_existing=True,
     )
     return scheduler

@@ -33,9 +33,14 @@ from lifecycle.models import (
     Person,
     Relation,
 )
+from lifecycle.workflow import CONTROL_IN_TEXT
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Longest texts taken, in characters: a name or a title; a region; a question or background.
+LINE_LIMIT = 200
+REGION_LIMIT = 100
+MULTILINE_LIMIT = 10_000
 # A person in one of these states may not start another application.
 CURRENT_APPLICATION_STATES = (
     "submitted",
@@ -57,15 +62,23 @@ def _text(
     required: bool = True,
     multiline: bool = False,
     default: str = "",
+    limit: int | None = None,
 ) -> str:
     value = data.get(key)
-    if value is None or str(value).strip() == "":
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput(key, "must be text")
+    if value is None or value.strip() == "":
         if required:
             raise InvalidInput(key, "is required")
         return default
-    text = str(value).strip()
+    text = value.strip()
     if not multiline and CONTROL.search(text):
         raise InvalidInput(key, "must be one line without control characters")
+    if CONTROL_IN_TEXT.search(text):
+        raise InvalidInput(key, "must be text without control characters")
+    limit = limit or (MULTILINE_LIMIT if multiline else LINE_LIMIT)
+    if len(text) > limit:
+        raise InvalidInput(key, f"must be at most {limit} characters (it has {len(text)})")
     return text
 
 
@@ -77,16 +90,21 @@ def email_address(data: Mapping[str, Any], key: str = "email") -> str:
     return address
 
 
-def _int(data: Mapping[str, Any], key: str, *, minimum: int, default: int | None = None) -> int:
+def _int(
+    data: Mapping[str, Any], key: str, *, minimum: int, maximum: int, default: int | None = None
+) -> int:
     value = data.get(key, default)
-    if isinstance(value, bool) or value is None:
+    # A float would be cut silently (2.7 → 2); a bool is an int to Python.
+    if isinstance(value, bool | float) or not isinstance(value, int | str):
         raise InvalidInput(key, "must be a whole number")
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except ValueError:
         raise InvalidInput(key, "must be a whole number") from None
     if number < minimum:
         raise InvalidInput(key, f"must be at least {minimum}")
+    if number > maximum:
+        raise InvalidInput(key, f"must be at most {maximum}")
     return number
 
 
@@ -99,11 +117,13 @@ def _bool(data: Mapping[str, Any], key: str) -> bool:
 
 def _choices(data: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> list[str]:
     value = data.get(key) or []
-    items = [value] if isinstance(value, str) else list(value)
+    if not isinstance(value, str | list):
+        raise InvalidInput(key, f"must be a list of {', '.join(allowed)}")
+    items = [value] if isinstance(value, str) else value
     if not items:
         raise InvalidInput(key, f"choose at least one of {', '.join(allowed)}")
     for item in items:
-        if item not in allowed:
+        if not isinstance(item, str) or item not in allowed:
             raise InvalidInput(key, f"'{item}' is not one of {', '.join(allowed)}")
     return list(dict.fromkeys(items))
 
@@ -125,7 +145,7 @@ def upsert_person(tx: Tx, data: Mapping[str, Any]) -> Person:
     person.name = _text(data, "name")
     person.language = _choice(data, "language", LANGUAGES, tx.settings.language)
     person.organisation = _text(data, "organisation", required=False)
-    person.region = _text(data, "region", required=False)
+    person.region = _text(data, "region", required=False, limit=REGION_LIMIT)
     return person
 
 
@@ -162,16 +182,18 @@ def submit_application(tx: Tx, *, data: Mapping[str, Any], actor_email: str | No
     profile.degree_level = _choice(data, "degree_level", DEGREE_LEVELS, "none")
     profile.degree_field = _text(data, "degree_field", required=profile.degree_level != "none")
     profile.degree_in_social_work = _bool(data, "degree_in_social_work")
-    profile.years_in_social_field = _int(data, "years_in_social_field", minimum=0)
+    profile.years_in_social_field = _int(data, "years_in_social_field", minimum=0, maximum=70)
     profile.topics = _choices(data, "topics", TOPICS)
     profile.background = _text(data, "background", multiline=True)
     regions = data.get("regions") or [applicant.region]
-    if not isinstance(regions, list):
+    if not isinstance(regions, list) or not all(isinstance(r, str) for r in regions):
         raise InvalidInput("regions", "must be a list of regions")
-    profile.regions = [str(region) for region in regions if region]
+    profile.regions = [
+        _text({"regions": region}, "regions", limit=REGION_LIMIT) for region in regions if region
+    ]
     profile.languages = _choices(data, "languages", LANGUAGES)
     profile.formats = _choices(data, "formats", FORMATS)
-    profile.capacity = _int(data, "capacity", minimum=1, default=2)
+    profile.capacity = _int(data, "capacity", minimum=1, maximum=50, default=2)
     profile.fee_note = _text(data, "fee_note", required=False, multiline=True)
     tx.session.add(profile)
     credentials = _credentials(data)
@@ -238,7 +260,7 @@ def _credentials(data: Mapping[str, Any]) -> list[Credential]:
         except ValueError:
             raise InvalidInput(f"{key}.valid_until", "must be a date like 2028-12-31") from None
         try:
-            issuer, year = _text(item, "issuer"), _int(item, "year", minimum=1950)
+            issuer, year = _text(item, "issuer"), _int(item, "year", minimum=1950, maximum=2100)
         except InvalidInput as error:  # named as the form and the API know the field
             raise InvalidInput(f"{key}.{error.field}", error.message) from None
         credentials.append(Credential(kind=kind, issuer=issuer, year=year, valid_until=until))

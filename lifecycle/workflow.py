@@ -10,6 +10,7 @@ rollback, so callbacks hold no side effects.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -21,6 +22,9 @@ from sqlalchemy.orm import Session
 from lifecycle.config import Settings
 from lifecycle.errors import InvalidInput, Refused
 from lifecycle.models import Application, Case, Person, Relation
+
+# Control characters text may not hold; tabs and line breaks are text.
+CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 ROLES = ("coordinator", "committee", "applicant", "mentor", "mentee", "system")
 RECIPIENTS = ("applicant", "mentor", "mentee", "committee", "coordinators")
@@ -102,6 +106,7 @@ class FieldSpec:
     type: str
     required: bool
     choices: tuple[str, ...] = ()
+    max_length: int = 10_000  # text: the longest taken, in characters
 
 
 @dataclass(frozen=True)
@@ -214,9 +219,17 @@ def parse_fields(
 def _convert(spec: FieldSpec, value: Any, settings: Settings) -> Any:
     try:
         if spec.type == "text":
-            text = str(value).strip()
+            if not isinstance(value, str):
+                raise ValueError("must be text")
+            text = value.strip()
             if spec.required and not text:
                 raise ValueError("is required for this step")
+            if CONTROL_IN_TEXT.search(text):
+                raise ValueError("must be text without control characters")
+            if len(text) > spec.max_length:
+                raise ValueError(
+                    f"must be at most {spec.max_length} characters (it has {len(text)})"
+                )
             return text
         if spec.type == "int":
             return int(value)

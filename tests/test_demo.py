@@ -169,6 +169,14 @@ def test_applications_by_the_public_form_fall_inside_an_open_intake_round(engine
     assert any(opens > datetime.now(UTC) for opens, _ in rounds), "the next round is listed"
 
 
+def test_the_demo_has_an_intake_round_open_today_so_the_application_form_can_be_tried(
+    engine: Engine,
+) -> None:
+    rounds = _rows(engine, select(IntakeRound.opens_at, IntakeRound.closes_at))
+    now = datetime.now(UTC)
+    assert any(opens <= now < closes for opens, closes in rounds)
+
+
 def test_demo_people_have_example_addresses_and_some_prefer_english(engine: Engine) -> None:
     people = _rows(engine, select(Person.email, Person.language))
     assert all(email.endswith(("@example.org", "@example.ee")) for email, _ in people)

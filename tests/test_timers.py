@@ -585,6 +585,7 @@ def test_the_daily_digest_runs_at_its_local_hour_on_both_dst_sundays_and_no_late
         "timers": (None, True, 1),
         "rounds": (None, True, 1),
         "digests": (None, True, 1),
+        "retention": (None, True, 1),
     }
     app.engine.dispose()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -23,7 +23,14 @@ from sqlalchemy import func, select
 from lifecycle import intake, scenarios
 from lifecycle.bootstrap import App
 from lifecycle.engine import load_case
-from lifecycle.models import Application, Case, CommitteeVote, OutboxMessage, Person
+from lifecycle.models import (
+    Application,
+    AuditEvent,
+    Case,
+    CommitteeVote,
+    OutboxMessage,
+    Person,
+)
 from lifecycle.scenarios import ManualClock
 from lifecycle.web import auth, console
 from lifecycle.web.app import create
@@ -457,10 +464,11 @@ def application_form(web: TestClient, **overrides: Any) -> dict[str, Any]:
         "degree_field": "sotsiaaltöö",
         "degree_in_social_work": "on",
         "years_in_social_field": "9",
-        "credential_kind": "coach",
-        "credential_issuer": "Eesti Coachide Assotsiatsioon",
-        "credential_year": "2019",
-        "credential_valid": "",
+        "regions": ["Ida-Virumaa", "Lääne-Virumaa"],
+        "credential_kind_0": "coach",
+        "credential_issuer_0": "Eesti Coachide Assotsiatsioon",
+        "credential_year_0": "2019",
+        "credential_valid_0": "",
         "topics": ["career", "best_practice_network"],
         "background": "Perelepitus ja võrgustikutöö Ida-Virumaal.",
         "languages": ["et", "en"],
@@ -491,7 +499,34 @@ def test_inside_an_intake_round_a_valid_application_opens_a_case(
         profile = subject.person.profile
         assert profile is not None
         assert profile.topics == ["career", "best_practice_network"]
+        assert profile.regions == ["Ida-Virumaa", "Lääne-Virumaa"]
         assert [c.issuer for c in profile.credentials] == ["Eesti Coachide Assotsiatsioon"]
+
+
+def test_an_application_can_declare_several_certificates_and_skips_empty_rows(
+    app: App, clock: ManualClock, web: TestClient
+) -> None:
+    open_round(app, clock)
+    second = {
+        "credential_kind_2": "supervisor",
+        "credential_issuer_2": "Eesti Supervisiooni ja Coachingu Ühing",
+        "credential_year_2": "2016",
+        "credential_valid_2": "2027-06-30",
+    }
+    page = web.post("/apply", data=application_form(web, **second))
+    ref = re.search(r"A-\d+", page.text)
+    assert page.status_code == 200 and ref, page.text
+    with app.unit() as tx:
+        _, subject = load_case(tx, ref.group(0))
+        assert isinstance(subject, Application) and subject.person.profile
+        declared = [
+            (c.kind, c.issuer, c.year, c.valid_until) for c in subject.person.profile.credentials
+        ]
+        assert declared == [
+            ("coach", "Eesti Coachide Assotsiatsioon", 2019, None),
+            ("supervisor", "Eesti Supervisiooni ja Coachingu Ühing", 2016, date(2027, 6, 30)),
+        ]
+        assert sorted(e.kind for e in subject.evidence).count("credential") == 2
 
 
 def test_an_application_with_a_missing_field_keeps_everything_typed(
@@ -519,6 +554,7 @@ def test_an_application_with_a_missing_field_keeps_everything_typed(
         'value="career" checked',
         'value="best_practice_network" checked',
         'name="languages" value="en" checked',
+        'name="regions" value="Lääne-Virumaa" checked',
         "Tasuta.",
     ):
         assert typed in page.text, typed
@@ -533,11 +569,50 @@ def test_an_application_with_a_bad_certificate_year_marks_that_field(
     app: App, clock: ManualClock, web: TestClient
 ) -> None:
     open_round(app, clock)
-    page = web.post("/apply", data=application_form(web, credential_year="1800"))
+    page = web.post(
+        "/apply",
+        data=application_form(
+            web,
+            credential_kind_1="mentor",
+            credential_issuer_1="Mentorite Kool",
+            credential_year_1="1800",
+            credential_valid_2="2030-01-01",  # a row with only a date in it
+        ),
+    )
     assert page.status_code == 422
-    field = page.text.split('<label for="credential_year">', 1)[1].split("</div>", 1)[0]
+    field = page.text.split('<label for="credential_year_1">', 1)[1].split("</div>", 1)[0]
     assert "must be at least 1950" in field
     assert 'value="1800"' in field
+    assert 'value="2019"' in page.text and 'value="Mentorite Kool"' in page.text
+    assert 'value="2030-01-01"' in page.text
+
+
+def test_a_coordinator_enters_an_application_on_someones_behalf_outside_a_round(
+    app: App, clock: ManualClock, web: TestClient
+) -> None:
+    assert 'action="/apply"' not in web.get("/apply").text  # no round is open
+    login(web, COORDINATOR)
+    token = csrf_of(web.get("/console/applications/new"))
+    bad = web.post("/console/applications", data=application_form(web, csrf=token, email="anne"))
+    assert bad.status_code == 422
+    assert 'id="email-error"' in bad.text and 'value="Narva Sotsiaalabikeskus"' in bad.text
+
+    entered = web.post("/console/applications", data=application_form(web, csrf=token))
+    assert entered.status_code == 303
+    ref = entered.headers["location"].rsplit("/", 1)[1]
+    assert state_of(app, ref) == "submitted"
+    coordinator = person_id(app, COORDINATOR)
+    with app.unit() as tx:
+        case, subject = load_case(tx, ref)
+        assert isinstance(subject, Application)
+        assert subject.person.email == "anne.aas@example.org"
+        assert subject.intake_round_id is None
+        (event,) = tx.session.scalars(select(AuditEvent).where(AuditEvent.case_id == case.id))
+        assert (event.actor_role, event.actor_id) == ("coordinator", coordinator)
+        mail = tx.session.scalars(
+            select(OutboxMessage.to_email).where(OutboxMessage.case_id == case.id)
+        ).all()
+        assert "anne.aas@example.org" in mail
 
 
 def test_an_application_without_the_csrf_token_is_forbidden(
@@ -551,7 +626,13 @@ def test_an_application_without_the_csrf_token_is_forbidden(
 
 # -- authorization: the console and the committee view ---------------------------------------
 
-COORDINATOR_PAGES = ["/console", "/console/cases", "/console/cases/{ref}", "/console/outbox"]
+COORDINATOR_PAGES = [
+    "/console",
+    "/console/cases",
+    "/console/cases/{ref}",
+    "/console/outbox",
+    "/console/applications/new",
+]
 
 
 def test_an_anonymous_visitor_is_sent_to_the_login_from_every_console_page(
@@ -568,6 +649,7 @@ def test_an_anonymous_visitor_is_sent_to_the_login_from_every_console_page(
         f"/console/cases/{ref}/advance",
         "/console/outbox/1/retry",
         f"/console/committee/{ref}/vote",
+        "/console/applications",
     ):
         answer = web.post(url, data={"csrf": token, "trigger": "begin_review", "vote": "approve"})
         assert answer.status_code == 303, url

@@ -151,6 +151,12 @@ def test_both_languages_have_the_same_templates() -> None:
             'label = { et = "Käimas" }',
             "states.active: label needs an Estonian and an English",
         ),
+        (
+            "mentoring.toml",
+            'fields.meeting_rhythm = { type = "text", max_length = 200 }',
+            'fields.meeting_rhythm = { type = "text", max_length = "long" }',
+            "fields.meeting_rhythm.max_length: must be a positive number",
+        ),
     ],
     ids=[
         "unknown-state",
@@ -162,6 +168,7 @@ def test_both_languages_have_the_same_templates() -> None:
         "timer-trigger-not-system",
         "bad-duration",
         "missing-label",
+        "bad-max-length",
     ],
 )
 def test_a_broken_workflow_file_is_refused_naming_file_and_key(

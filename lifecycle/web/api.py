@@ -11,7 +11,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel
-from sqlalchemy import select
 
 from lifecycle import queries, services
 from lifecycle.directory import MAX_PAGE, Entry, Filters
@@ -46,6 +45,25 @@ def _problem(error: MentorlusError) -> HTTPException:
     return HTTPException(status_code=422, detail=str(error))
 
 
+def text_only(value: Any, field: str = "body") -> None:
+    """Refuse what JSON can spell but no text column stores: lone UTF-16 surrogates (as
+    "\\udcff") and NUL. Neither is echoed back: a surrogate cannot even be encoded."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidInput(field, "must not contain NUL characters")
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidInput(field, "is not valid Unicode text (a lone surrogate)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            text_only(key, f"a field name in {field}")
+            text_only(item, key if field == "body" else f"{field}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            text_only(item, f"{field}[{index}]")
+
+
 def coordinator(
     request: Request, credentials: Annotated[HTTPBasicCredentials | None, Depends(BASIC)]
 ) -> Person:
@@ -57,9 +75,7 @@ def coordinator(
     if credentials is None:
         raise unauthorised
     with core(request).unit() as tx:
-        person = tx.session.scalar(
-            select(Person).where(Person.email == credentials.username.strip().lower())
-        )
+        person = auth.find_login(tx.session, credentials.username)
     if not auth.check_password(person, credentials.password):
         raise unauthorised
     assert person is not None
@@ -133,6 +149,7 @@ def mentor(request: Request, person_id: int) -> dict[str, Any]:
 @router.post("/applications", status_code=201, summary="Submit a mentor application")
 def submit_application(request: Request, data: Annotated[dict[str, Any], Body()]) -> dict[str, str]:
     try:
+        text_only(data)
         with core(request).unit() as tx:
             case = services.submit_application(tx, data=data)
             return {"id": case.ref, "state": case.state}
@@ -143,6 +160,7 @@ def submit_application(request: Request, data: Annotated[dict[str, Any], Body()]
 @router.post("/requests", status_code=201, summary="Submit a mentoring request")
 def submit_request(request: Request, data: Annotated[dict[str, Any], Body()]) -> dict[str, str]:
     try:
+        text_only(data)
         with core(request).unit() as tx:
             case = services.submit_request(tx, data=data)
             return {"id": case.ref, "state": case.state}
@@ -177,6 +195,7 @@ def advance(
     request: Request, ref: str, step: Advance, staff: Annotated[Person, Depends(coordinator)]
 ) -> dict[str, Any]:
     try:
+        text_only(step.model_dump())
         with core(request).unit() as tx:
             event = services.advance_case(
                 tx,

@@ -6,18 +6,25 @@ import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.datastructures import Headers
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lifecycle.bootstrap import App
 from lifecycle.models import LANGUAGES, TOPIC_LABELS
 from lifecycle.web import auth
 
 HERE = Path(__file__).parent
+# The largest request body taken: the longest form, an application, is a few KB even
+# percent-encoded; anything near this is not a person typing.
+MAX_BODY = 256 * 1024
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")
 
 
@@ -65,6 +72,80 @@ def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
+class InputGuard:
+    """Refuse, before any route reads it, input no field could take: a body over MAX_BODY
+    bytes (413), and a query string or form holding NUL (no text column stores it) or
+    percent-encoded bytes that are not UTF-8 (Starlette would quietly make them U+FFFD), 400.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body, more = b"", True
+        while more and len(body) <= MAX_BODY:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        problem = _input_problem(scope, body)
+        if problem is not None:
+            status, detail = problem
+            await JSONResponse({"detail": detail}, status)(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _input_problem(scope: Scope, body: bytes) -> tuple[int, str] | None:
+    if len(body) > MAX_BODY:
+        return 413, f"the request is too large: at most {MAX_BODY // 1024} KB"
+    content_type = Headers(scope=scope).get("content-type", "")
+    encoded = [("the URL", bytes(scope["query_string"]))]
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        encoded.append(("the form", body))
+    for where, raw in encoded:
+        try:
+            pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True, errors="strict")
+        except UnicodeDecodeError:
+            return 400, f"{where} holds text that is not valid UTF-8"
+        if any("\x00" in name + value for name, value in pairs):
+            return 400, f"{where} holds a NUL character"
+    if content_type.startswith("multipart/form-data") and b"\x00" in body:
+        return 400, "the form holds a NUL character"  # the site takes no files
+    return None
+
+
+async def invalid_request(request: Request, error: Exception) -> JSONResponse:
+    """422 naming each field and the problem, without FastAPI's echo of the input: that may
+    be huge, or not even encodable as JSON (a lone surrogate, an infinite number)."""
+    assert isinstance(error, RequestValidationError)
+    detail = [
+        {
+            "loc": [
+                part if isinstance(part, int) else str(part).encode(errors="replace").decode()
+                for part in problem["loc"]
+            ],
+            "msg": problem["msg"],
+            "type": problem["type"],
+        }
+        for problem in error.errors()
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
 def create(core_app: App) -> FastAPI:
     """The web app for one App: pages, links, console, committee view and the JSON API."""
     # Imported here: the routers use this module's page helpers.
@@ -83,6 +164,8 @@ def create(core_app: App) -> FastAPI:
         https_only=core_app.settings.base_url.startswith("https://"),
         max_age=8 * 3600,
     )
+    web.add_middleware(InputGuard)  # added last, so it runs first
+    web.add_exception_handler(RequestValidationError, invalid_request)
     web.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     web.include_router(public.router)
     web.include_router(link_pages.router)

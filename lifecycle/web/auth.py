@@ -10,15 +10,17 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import HTTPException, Request
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from lifecycle.engine import Tx
 from lifecycle.errors import InvalidInput
 from lifecycle.models import Person
-from lifecycle.services import email_address
+from lifecycle.services import CONTROL, email_address
 
 STAFF_ROLES = ("coordinator", "committee")
 HASHER = PasswordHasher()
 MIN_PASSWORD = 12
+MAX_EMAIL = 320  # the longest address (RFC 5321), as the people table holds
 
 
 def add_user(tx: Tx, *, name: str, email: str, role: str, password: str) -> Person:
@@ -42,6 +44,15 @@ def add_user(tx: Tx, *, name: str, email: str, role: str, password: str) -> Pers
     person.role = role
     person.password_hash = HASHER.hash(password)
     return person
+
+
+def find_login(session: Session, email: str) -> Person | None:
+    """The person who logs in with this email; None for text that cannot be an address
+    (too long, or with control characters: PostgreSQL cannot even compare a NUL)."""
+    address = email.strip().lower()
+    if len(address) > MAX_EMAIL or CONTROL.search(address):
+        return None
+    return session.scalar(select(Person).where(Person.email == address))
 
 
 def check_password(person: Person | None, password: str) -> bool:

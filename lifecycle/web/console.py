@@ -12,11 +12,19 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
-from lifecycle import intake, queries, services
+from lifecycle import disclosure, intake, queries, reports, services
 from lifecycle.errors import Conflict, InvalidInput, NotFound, Refused
-from lifecycle.models import Application, CommitteeVote, OutboxMessage, Person, Subscriber
-from lifecycle.web import auth
-from lifecycle.web.app import core, language, page, redirect
+from lifecycle.models import (
+    TOPIC_LABELS,
+    Application,
+    CommitteeVote,
+    OutboxMessage,
+    Person,
+    Subscriber,
+)
+from lifecycle.web import auth, public
+from lifecycle.web.app import core, language, page, redirect, texts
+from lifecycle.web.charts import report_charts
 from lifecycle.web.diagram import svg
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -64,7 +72,7 @@ def login(
             errors={"form": "too many failed attempts; wait 15 minutes"},
         )
     with core(request).unit() as tx:
-        person = tx.session.scalar(select(Person).where(Person.email == email.strip().lower()))
+        person = auth.find_login(tx.session, email)
         ok = (
             auth.check_password(person, password)
             and person is not None
@@ -97,7 +105,7 @@ def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
 @router.get("", response_class=HTMLResponse)
 def work_queue(request: Request) -> HTMLResponse:
     _staff(request, "coordinator")
-    with core(request).unit() as tx:
+    with core(request).read() as tx:
         queue = queries.work_queue(tx, language=language(request))
         counts = queries.state_counts(tx)
     return page(request, "console.html", queue=queue, counts=counts)
@@ -108,7 +116,7 @@ def case_list(request: Request, workflow: str = "", state: str = "", q: str = ""
     _staff(request, "coordinator")
     if q.strip().upper()[:2] in ("A-", "M-"):
         return redirect(f"/console/cases/{q.strip().upper()}")
-    with core(request).unit() as tx:
+    with core(request).read() as tx:
         cases = queries.list_cases(tx, workflow=workflow or None, state=state or None)
     if q.strip():
         needle = q.strip().casefold()
@@ -126,7 +134,7 @@ def _case_page(request: Request, ref: str, *, status_code: int = 200, **more: An
     app = core(request)
     lang = language(request)
     try:
-        with app.unit() as tx:
+        with app.read() as tx:
             detail = queries.show_case(tx, ref, role="coordinator")
     except NotFound as error:
         raise HTTPException(status_code=404, detail=str(error)) from None
@@ -175,6 +183,8 @@ async def advance(request: Request, ref: str) -> Response:
                 override_reason=str(form.get("override", "")),
                 expected_version=version,
             )
+    except NotFound as error:
+        raise HTTPException(status_code=404, detail=str(error)) from None
     except Conflict as error:
         return _case_page(request, ref, status_code=409, problem=str(error), conflict=True)
     except Refused as error:
@@ -203,7 +213,7 @@ async def advance(request: Request, ref: str) -> Response:
 @router.get("/outbox", response_class=HTMLResponse)
 def outbox_page(request: Request, status: str = "") -> HTMLResponse:
     _staff(request, "coordinator")
-    with core(request).unit() as tx:
+    with core(request).read() as tx:
         messages = queries.list_outbox(tx, status=status or None)
     return page(request, "outbox.html", messages=messages, status=status)
 
@@ -213,7 +223,8 @@ def retry(request: Request, message_id: int, csrf: Annotated[str, Form()] = "") 
     _staff(request, "coordinator")
     auth.check_csrf(request, csrf)
     with core(request).unit() as tx:
-        message = tx.session.get(OutboxMessage, message_id)
+        # An id beyond what an INTEGER column holds names no message (and would overflow).
+        message = tx.session.get(OutboxMessage, message_id) if 0 < message_id < 2**31 else None
         if message is None:
             raise HTTPException(status_code=404, detail="no such message")
         if message.status == "failed":
@@ -269,7 +280,7 @@ def vote(
                 actor_email=member.email,
                 values={"vote": vote_, "notes": notes},
             )
-    except (Refused, InvalidInput) as error:
+    except (Refused, InvalidInput, NotFound) as error:
         request.session["flash"] = str(error)
     return redirect("/console/committee")
 
@@ -311,9 +322,95 @@ async def rounds_change(request: Request) -> Response:
     return redirect("/console/rounds")
 
 
+@router.get("/applications/new", response_class=HTMLResponse)
+def application_form(request: Request) -> HTMLResponse:
+    """A coordinator enters an application on someone's behalf (by phone or on paper)."""
+    _staff(request, "coordinator")
+    return page(
+        request,
+        "application_new.html",
+        values=public.blank_application(request),
+        errors={},
+        **public.application_choices(),
+    )
+
+
+@router.post("/applications", response_class=HTMLResponse)
+async def application_submit(request: Request) -> Response:
+    coordinator = _staff(request, "coordinator")
+    form = await request.form()
+    auth.check_csrf(request, str(form.get("csrf", "")))
+    values = public.application_values(form)
+    data, rows = public.application_data(values)
+
+    def again(status_code: int, errors: dict[str, str]) -> HTMLResponse:
+        return page(
+            request,
+            "application_new.html",
+            status_code=status_code,
+            values=values,
+            errors=errors,
+            **public.application_choices(),
+        )
+
+    try:
+        with core(request).unit() as tx:
+            ref = services.submit_application(tx, data=data, actor_email=coordinator.email).ref
+    except InvalidInput as error:
+        return again(422, {public.application_field(error.field, rows): error.message})
+    except Refused as error:
+        return again(409, {"form": str(error)})
+    return redirect(f"/console/cases/{ref}")
+
+
 @router.get("/subscribers", response_class=HTMLResponse)
 def subscribers_page(request: Request) -> HTMLResponse:
     _staff(request, "coordinator")
-    with core(request).unit() as tx:
+    with core(request).read() as tx:
         subscribers = tx.session.scalars(select(Subscriber).order_by(Subscriber.email)).all()
     return page(request, "subscribers.html", subscribers=subscribers)
+
+
+@router.get("/reports", response_class=HTMLResponse)
+def reports_page(request: Request) -> HTMLResponse:
+    """Counts, medians and means only, small groups hidden (lifecycle.reports)."""
+    _staff(request, "coordinator")
+    app = core(request)
+    with app.read() as tx:
+        tables = {name: reports.build(tx, name) for name in reports.REPORTS}
+        figures = reports.summary(tx)
+    labels = _report_labels(request)
+    waiting = {s.name for w in app.workflows.values() for s in w.states.values() if s.action}
+    return page(
+        request,
+        "console/reports.html",
+        tables=tables,
+        figures=figures,
+        labels=labels,
+        charts=report_charts(tables, labels, waiting=waiting),
+        minimum=app.settings.report_min_group_size,
+    )
+
+
+@router.get("/reports/{name}.csv")
+def report_csv(request: Request, name: str) -> Response:
+    _staff(request, "coordinator")
+    if name not in reports.REPORTS:
+        raise HTTPException(status_code=404, detail="no such report")
+    with core(request).read() as tx:
+        table = reports.build(tx, name)
+    return Response(
+        disclosure.to_csv(table),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="mentorlus-{name}.csv"'},
+    )
+
+
+def _report_labels(request: Request) -> dict[str, str]:
+    """Words for the reports' keys: workflow, state and topic labels, then the page's own."""
+    lang, workflows = language(request), core(request).workflows
+    labels = {name: workflow.label[lang] for name, workflow in workflows.items()}
+    for workflow in workflows.values():
+        labels |= {name: state.label[lang] for name, state in workflow.states.items()}
+    labels |= {topic: words[lang] for topic, words in TOPIC_LABELS.items()}
+    return labels | {key: words[lang] for key, words in texts()["reports"].items()}

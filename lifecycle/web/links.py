@@ -260,7 +260,8 @@ async def act(request: Request, ref: str, action: str) -> Response:
                 trigger=trigger,
                 actor_email=person.email,
                 values=typed,
-                expected_version=int(version) if version.isdigit() else None,
+                # isdigit() alone would take '²', which int() refuses
+                expected_version=int(version) if version.isascii() and version.isdigit() else None,
             )
     except NotFound:
         return _forbidden(request)
