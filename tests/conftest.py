@@ -3,6 +3,9 @@
 PostgreSQL: set MENTORLUS_TEST_DATABASE_URL to a server where the user may create
 databases (.ci/run does). Without it those tests skip — except under CI=true, where
 they fail, so a CI run never passes without PostgreSQL.
+
+Helpers for the test modules (`from tests.conftest import ...`): the staff's addresses, and
+`bring` / `list_mentor`, which move applications through the real steps by that staff.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, make_url, text
@@ -107,3 +111,32 @@ def app(settings: Settings, clock: ManualClock) -> Iterator[App]:
         )
     yield built
     built.engine.dispose()
+
+
+# -- cases through the real steps, by the staff above ----------------------------------------
+
+
+def bring(app: App, clock: ManualClock, ref: str, state: str, email: str) -> None:
+    """Move the submitted application `ref` to `state` through the real steps (a day or so
+    apart), taken by COORDINATOR and the COMMITTEE; `email` is the applicant's, for the steps
+    the applicant takes (pause, retire, withdraw)."""
+    scenarios.bring_application(
+        app,
+        clock,
+        ref,
+        state,
+        coordinator=COORDINATOR,
+        committee=COMMITTEE,
+        applicant_email=email,
+    )
+
+
+def list_mentor(
+    app: App, clock: ManualClock, email: str, name: str, **applicant_overrides: Any
+) -> str:
+    """A mentor listed in the directory: `scenarios.applicant(email, name, ...)` entered by
+    COORDINATOR and brought to "listed" through the real steps; the application's case ref."""
+    data = scenarios.applicant(email, name, **applicant_overrides)
+    ref = scenarios.submit_application(app, data, actor=COORDINATOR)
+    bring(app, clock, ref, "listed", email)
+    return ref

@@ -38,10 +38,9 @@ from lifecycle.models import Person
 from lifecycle.scenarios import ManualClock
 from lifecycle.web import auth
 from lifecycle.web.app import create
+from tests.conftest import COMMITTEE, COORDINATOR, bring, list_mentor
 
 START = datetime(2026, 9, 1, 7, 0, tzinfo=UTC)
-COORDINATOR = "liis.lepik@esta.example"
-COMMITTEE = ["helle.hein@esta.example", "toomas.tuul@esta.example", "sirje.saar@esta.example"]
 MENTOR = "mari.mets@example.org"
 PASSWORD = "korrektne-hobune-patarei"
 BASIC = {
@@ -81,30 +80,11 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
             )
         for index, email in enumerate(COMMITTEE):
             scenarios.add_staff(core, name=f"Liige {index + 1}", email=email, role="committee")
-        listed = scenarios.submit_application(
-            core, scenarios.applicant(MENTOR, "Mari Mets"), actor=COORDINATOR
-        )
-        scenarios.bring_application(
-            core,
-            clock,
-            listed,
-            "listed",
-            coordinator=COORDINATOR,
-            committee=COMMITTEE,
-            applicant_email=MENTOR,
-        )
+        list_mentor(core, clock, MENTOR, "Mari Mets")
         in_interview = scenarios.submit_application(
             core, scenarios.applicant("anne.aas@example.org", "Anne Aas"), actor=COORDINATOR
         )
-        scenarios.bring_application(
-            core,
-            clock,
-            in_interview,
-            "interview",
-            coordinator=COORDINATOR,
-            committee=COMMITTEE,
-            applicant_email="anne.aas@example.org",
-        )
+        bring(core, clock, in_interview, "interview", "anne.aas@example.org")
         opens = (clock.now - timedelta(days=1)).replace(tzinfo=None)
         with core.unit() as tx:
             intake.create_round(

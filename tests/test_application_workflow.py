@@ -11,7 +11,6 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import COMMITTEE, COORDINATOR
 from sqlalchemy import func, select
 
 from lifecycle import scenarios, services
@@ -37,6 +36,7 @@ from lifecycle.qualifications import (
     manager_rule,
 )
 from lifecycle.scenarios import ManualClock
+from tests.conftest import COMMITTEE, COORDINATOR, bring
 
 APPLICANT = "mari.maasikas@example.ee"
 STRANGER = "peeter.pakk@example.ee"
@@ -63,18 +63,6 @@ def open_round(app: App, clock: ManualClock) -> int:
 def submit(app: App, *, actor: str | None = None, email: str = APPLICANT, **overrides: Any) -> str:
     return scenarios.submit_application(
         app, scenarios.applicant(email, "Mari Maasikas", **overrides), actor=actor
-    )
-
-
-def bring(app: App, clock: ManualClock, ref: str, state: str) -> None:
-    scenarios.bring_application(
-        app,
-        clock,
-        ref,
-        state,
-        coordinator=COORDINATOR,
-        committee=COMMITTEE,
-        applicant_email=APPLICANT,
     )
 
 
@@ -419,7 +407,7 @@ def test_committee_member_cannot_begin_review(app: App, ref: str) -> None:
 def test_a_step_from_the_wrong_state_is_refused_naming_the_possible_steps(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "eligibility")
+    bring(app, clock, ref, "eligibility", APPLICANT)
 
     refusal = refuse(app, ref, "begin_review", COORDINATOR)
 
@@ -432,7 +420,7 @@ def test_a_step_from_the_wrong_state_is_refused_naming_the_possible_steps(
 def test_request_info_waits_for_the_applicant_with_a_reminder_and_a_withdraw_timer(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "eligibility")
+    bring(app, clock, ref, "eligibility", APPLICANT)
     clock.advance(days=1)
 
     step(app, ref, "request_info", COORDINATOR, message="Palun saatke diplomi koopia.")
@@ -451,7 +439,7 @@ def test_request_info_waits_for_the_applicant_with_a_reminder_and_a_withdraw_tim
 
 
 def test_request_info_without_a_message_is_invalid(app: App, clock: ManualClock, ref: str) -> None:
-    bring(app, clock, ref, "eligibility")
+    bring(app, clock, ref, "eligibility", APPLICANT)
 
     with pytest.raises(InvalidInput) as info:
         step(app, ref, "request_info", COORDINATOR)
@@ -463,7 +451,7 @@ def test_request_info_without_a_message_is_invalid(app: App, clock: ManualClock,
 def test_providing_info_returns_to_eligibility_and_cancels_the_info_timers(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "awaiting_info")
+    bring(app, clock, ref, "awaiting_info", APPLICANT)
     clock.advance(days=3)
 
     step(app, ref, "provide_info", APPLICANT, message="Diplom on lisatud.")
@@ -488,7 +476,7 @@ def test_providing_info_returns_to_eligibility_and_cancels_the_info_timers(
 def test_the_system_withdraws_an_application_left_awaiting_info(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "awaiting_info")
+    bring(app, clock, ref, "awaiting_info", APPLICANT)
     clock.advance(days=30)
 
     step(app, ref, "withdraw", None)
@@ -508,7 +496,7 @@ def test_the_system_withdraws_an_application_left_awaiting_info(
 def test_verifying_evidence_records_who_and_when_and_keeps_the_state(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "eligibility")
+    bring(app, clock, ref, "eligibility", APPLICANT)
 
     step(app, ref, "verify_evidence", COORDINATOR, kind="degree")
 
@@ -533,7 +521,7 @@ def test_verifying_evidence_records_who_and_when_and_keeps_the_state(
 def test_verifying_evidence_that_was_not_declared_is_refused(app: App, clock: ManualClock) -> None:
     open_round(app, clock)
     ref = submit(app, credentials=[])
-    bring(app, clock, ref, "eligibility")
+    bring(app, clock, ref, "eligibility", APPLICANT)
 
     refusal = refuse(app, ref, "verify_evidence", COORDINATOR, kind="credential")
 
@@ -543,7 +531,7 @@ def test_verifying_evidence_that_was_not_declared_is_refused(app: App, clock: Ma
 def test_verifying_an_unknown_kind_of_evidence_is_invalid(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "eligibility")
+    bring(app, clock, ref, "eligibility", APPLICANT)
 
     with pytest.raises(InvalidInput) as info:
         step(app, ref, "verify_evidence", COORDINATOR, kind="horoscope")
@@ -554,7 +542,7 @@ def test_verifying_an_unknown_kind_of_evidence_is_invalid(
 def test_mark_eligible_is_refused_while_evidence_is_unverified(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "eligibility")
+    bring(app, clock, ref, "eligibility", APPLICANT)
     step(app, ref, "verify_evidence", COORDINATOR, kind="degree")
 
     refusal = refuse(app, ref, "mark_eligible", COORDINATOR)
@@ -566,7 +554,7 @@ def test_mark_eligible_is_refused_while_evidence_is_unverified(
 def test_mark_eligible_with_every_rule_passing_and_verified_goes_to_interview(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "eligibility")
+    bring(app, clock, ref, "eligibility", APPLICANT)
     verify_all(app, ref)
 
     step(app, ref, "mark_eligible", COORDINATOR)
@@ -619,7 +607,7 @@ def test_mark_eligible_is_refused_when_a_rule_fails_and_names_what_failed(
 ) -> None:
     open_round(app, clock)
     ref = submit(app, **overrides)
-    bring(app, clock, ref, "eligibility")
+    bring(app, clock, ref, "eligibility", APPLICANT)
     verify_all(app, ref)
 
     refusal = refuse(app, ref, "mark_eligible", COORDINATOR)
@@ -633,7 +621,7 @@ def test_a_bachelor_in_social_work_with_five_years_is_eligible_without_mentoring
 ) -> None:
     open_round(app, clock)
     ref = submit(app, degree_level="bachelor", years_in_social_field=5)
-    bring(app, clock, ref, "eligibility")
+    bring(app, clock, ref, "eligibility", APPLICANT)
     verify_all(app, ref)
 
     step(app, ref, "mark_eligible", COORDINATOR)
@@ -646,7 +634,7 @@ def test_coordinator_overrides_a_failed_rule_with_a_written_reason(
 ) -> None:
     open_round(app, clock)
     ref = submit(app, years_in_social_field=4)
-    bring(app, clock, ref, "eligibility")
+    bring(app, clock, ref, "eligibility", APPLICANT)
 
     step(app, ref, "mark_eligible", COORDINATOR, override="4,5 aastat lastekaitses, juhatuse otsus")
 
@@ -660,7 +648,7 @@ def test_coordinator_overrides_a_failed_rule_with_a_written_reason(
 def test_an_override_by_a_non_coordinator_is_refused(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "eligibility")
+    bring(app, clock, ref, "eligibility", APPLICANT)
 
     refusal = refuse(app, ref, "mark_eligible", APPLICANT, override="olen kindlasti sobiv")
 
@@ -670,7 +658,7 @@ def test_an_override_by_a_non_coordinator_is_refused(
 def test_a_step_that_is_not_overridable_cannot_be_overridden(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "interview")
+    bring(app, clock, ref, "interview", APPLICANT)
 
     refusal = refuse(app, ref, "approve", COORDINATOR, override="komisjon on nõus")
 
@@ -680,7 +668,7 @@ def test_a_step_that_is_not_overridable_cannot_be_overridden(
 def test_mark_ineligible_rejects_with_the_reason_and_tells_the_applicant(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "eligibility")
+    bring(app, clock, ref, "eligibility", APPLICANT)
 
     step(app, ref, "mark_ineligible", COORDINATOR, reason="Sotsiaaltöö kraad puudub.")
 
@@ -695,7 +683,7 @@ def test_mark_ineligible_rejects_with_the_reason_and_tells_the_applicant(
 def test_mark_ineligible_without_a_reason_is_invalid(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "eligibility")
+    bring(app, clock, ref, "eligibility", APPLICANT)
 
     with pytest.raises(InvalidInput) as info:
         step(app, ref, "mark_ineligible", COORDINATOR, reason="  ")
@@ -710,7 +698,7 @@ def test_mark_ineligible_without_a_reason_is_invalid(
 def test_scheduling_the_interview_seats_the_panel_and_starts_reminder_and_decision_timers(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "interview")
+    bring(app, clock, ref, "interview", APPLICANT)
     at = clock.now + timedelta(days=10)
 
     schedule(app, ref, at)
@@ -739,7 +727,7 @@ def test_scheduling_the_interview_seats_the_panel_and_starts_reminder_and_decisi
 def test_scheduling_with_someone_outside_the_committee_is_refused(
     app: App, clock: ManualClock, ref: str, outsider: str
 ) -> None:
-    bring(app, clock, ref, "interview")
+    bring(app, clock, ref, "interview", APPLICANT)
 
     refusal = refuse(
         app,
@@ -767,7 +755,7 @@ def test_scheduling_with_someone_outside_the_committee_is_refused(
 def test_scheduling_with_a_panel_not_of_three_is_refused(
     app: App, clock: ManualClock, ref: str, panel: list[str]
 ) -> None:
-    bring(app, clock, ref, "interview")
+    bring(app, clock, ref, "interview", APPLICANT)
 
     refusal = refuse(
         app,
@@ -785,7 +773,7 @@ def test_scheduling_with_a_panel_not_of_three_is_refused(
 def test_rescheduling_the_interview_moves_its_timers(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "interview")
+    bring(app, clock, ref, "interview", APPLICANT)
     first = clock.now + timedelta(days=10)
     schedule(app, ref, first)
     clock.advance(days=1)
@@ -812,7 +800,7 @@ def test_rescheduling_the_interview_moves_its_timers(
 def test_rescheduling_back_to_the_first_time_restores_its_timers(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "interview")
+    bring(app, clock, ref, "interview", APPLICANT)
     first = clock.now + timedelta(days=10)
     schedule(app, ref, first)
     schedule(app, ref, first + timedelta(days=4))
@@ -830,7 +818,7 @@ def test_rescheduling_back_to_the_first_time_restores_its_timers(
 def test_the_interview_cannot_move_once_a_member_has_voted_for_or_against(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "interview")
+    bring(app, clock, ref, "interview", APPLICANT)
     hold_interview(app, clock, ref, ["approve", None, None])
 
     refusal = refuse(
@@ -849,7 +837,7 @@ def test_the_interview_cannot_move_once_a_member_has_voted_for_or_against(
 def test_when_the_whole_panel_recuses_a_new_panel_can_be_seated(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "interview")
+    bring(app, clock, ref, "interview", APPLICANT)
     schedule(app, ref, clock.now + timedelta(days=5))
     for member in COMMITTEE:
         step(app, ref, "record_vote", member, vote="recuse")
@@ -870,7 +858,7 @@ def test_when_the_whole_panel_recuses_a_new_panel_can_be_seated(
 def test_a_listed_mentor_cannot_start_a_second_application(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "listed")
+    bring(app, clock, ref, "listed", APPLICANT)
 
     with pytest.raises(Refused) as info:
         submit(app, actor=COORDINATOR, years_in_social_field=20)
@@ -884,7 +872,7 @@ def test_a_listed_mentor_cannot_start_a_second_application(
 
 
 def test_a_panel_member_votes_after_the_interview(app: App, clock: ManualClock, ref: str) -> None:
-    bring(app, clock, ref, "interview")
+    bring(app, clock, ref, "interview", APPLICANT)
     at = clock.now + timedelta(days=5)
     schedule(app, ref, at)
     clock.now = at + timedelta(hours=1)
@@ -913,7 +901,7 @@ def test_only_a_member_of_the_panel_can_vote(
     scenarios.add_staff(
         app, name="Neljas Liige", email="neljas.liige@esta.example", role="committee"
     )
-    bring(app, clock, ref, "interview")
+    bring(app, clock, ref, "interview", APPLICANT)
     at = clock.now + timedelta(days=5)
     schedule(app, ref, at)
     clock.now = at + timedelta(hours=1)
@@ -927,7 +915,7 @@ def test_only_a_member_of_the_panel_can_vote(
 def test_a_vote_for_or_against_before_the_interview_is_refused(
     app: App, clock: ManualClock, ref: str, vote: str
 ) -> None:
-    bring(app, clock, ref, "interview")
+    bring(app, clock, ref, "interview", APPLICANT)
     schedule(app, ref, clock.now + timedelta(days=5))
 
     refusal = refuse(app, ref, "record_vote", COMMITTEE[0], vote=vote)
@@ -936,7 +924,7 @@ def test_a_vote_for_or_against_before_the_interview_is_refused(
 
 
 def test_a_member_may_recuse_before_the_interview(app: App, clock: ManualClock, ref: str) -> None:
-    bring(app, clock, ref, "interview")
+    bring(app, clock, ref, "interview", APPLICANT)
     schedule(app, ref, clock.now + timedelta(days=5))
 
     step(app, ref, "record_vote", COMMITTEE[2], vote="recuse", notes="Endine kolleeg.")
@@ -955,7 +943,7 @@ def test_a_member_may_recuse_before_the_interview(app: App, clock: ManualClock, 
 def test_approve_before_the_interview_time_is_refused(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "interview")
+    bring(app, clock, ref, "interview", APPLICANT)
     schedule(app, ref, clock.now + timedelta(days=5))
 
     refusal = refuse(app, ref, "approve", COORDINATOR)
@@ -964,7 +952,7 @@ def test_approve_before_the_interview_time_is_refused(
 
 
 def test_approve_without_a_majority_is_refused(app: App, clock: ManualClock, ref: str) -> None:
-    bring(app, clock, ref, "interview")
+    bring(app, clock, ref, "interview", APPLICANT)
     hold_interview(app, clock, ref, ["approve", "decline", None])
 
     refusal = refuse(app, ref, "approve", COORDINATOR)
@@ -976,7 +964,7 @@ def test_approve_without_a_majority_is_refused(app: App, clock: ManualClock, ref
 def test_one_approval_with_two_recusals_lists_the_mentor(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "interview")
+    bring(app, clock, ref, "interview", APPLICANT)
     at = hold_interview(app, clock, ref, ["approve", "recuse", "recuse"])
 
     step(app, ref, "approve", COMMITTEE[0])
@@ -994,7 +982,7 @@ def test_one_approval_with_two_recusals_lists_the_mentor(
 
 
 def test_a_tie_is_no_approval_and_declines(app: App, clock: ManualClock, ref: str) -> None:
-    bring(app, clock, ref, "interview")
+    bring(app, clock, ref, "interview", APPLICANT)
     hold_interview(app, clock, ref, ["approve", "decline", "recuse"])
 
     assert refuse(app, ref, "approve", COORDINATOR).rule == "committee_majority_approves"
@@ -1006,7 +994,7 @@ def test_a_tie_is_no_approval_and_declines(app: App, clock: ManualClock, ref: st
 def test_a_declining_majority_rejects_with_the_reason(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "interview")
+    bring(app, clock, ref, "interview", APPLICANT)
     hold_interview(app, clock, ref, ["decline", "decline", "approve"])
 
     step(app, ref, "decline", COMMITTEE[1], reason="Valmisolek mentorluseks puudub.")
@@ -1023,7 +1011,7 @@ def test_a_declining_majority_rejects_with_the_reason(
 def test_decline_is_refused_when_the_committee_approves(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "interview")
+    bring(app, clock, ref, "interview", APPLICANT)
     hold_interview(app, clock, ref, ["approve", "approve", "decline"])
 
     refusal = refuse(app, ref, "decline", COORDINATOR, reason="Ei sobi.")
@@ -1032,7 +1020,7 @@ def test_decline_is_refused_when_the_committee_approves(
 
 
 def test_decline_without_a_reason_is_invalid(app: App, clock: ManualClock, ref: str) -> None:
-    bring(app, clock, ref, "interview")
+    bring(app, clock, ref, "interview", APPLICANT)
     hold_interview(app, clock, ref, ["decline", "decline", "decline"])
 
     with pytest.raises(InvalidInput) as info:
@@ -1048,7 +1036,7 @@ def test_decline_without_a_reason_is_invalid(app: App, clock: ManualClock, ref: 
 def test_a_listed_mentor_is_paused_and_resumed(
     app: App, clock: ManualClock, ref: str, actor: str
 ) -> None:
-    bring(app, clock, ref, "listed")
+    bring(app, clock, ref, "listed", APPLICANT)
     clock.advance(days=3)
 
     step(app, ref, "pause", actor, reason="Puhkusel")
@@ -1077,7 +1065,7 @@ def test_a_stranger_cannot_pause_resume_or_retire_a_mentor(
     app: App, clock: ManualClock, ref: str, state: str, trigger: str
 ) -> None:
     add_stranger(app, clock)
-    bring(app, clock, ref, state)
+    bring(app, clock, ref, state, APPLICANT)
 
     refusal = refuse(app, ref, trigger, STRANGER)
 
@@ -1088,7 +1076,7 @@ def test_a_stranger_cannot_pause_resume_or_retire_a_mentor(
 def test_a_mentor_retires_from_listed_or_paused(
     app: App, clock: ManualClock, ref: str, state: str
 ) -> None:
-    bring(app, clock, ref, state)
+    bring(app, clock, ref, state, APPLICANT)
 
     step(app, ref, "retire", APPLICANT)
 
@@ -1101,7 +1089,7 @@ def test_a_mentor_retires_from_listed_or_paused(
 
 
 def test_a_retired_mentor_can_take_no_further_step(app: App, clock: ManualClock, ref: str) -> None:
-    bring(app, clock, ref, "retired")
+    bring(app, clock, ref, "retired", APPLICANT)
 
     refusal = refuse(app, ref, "resume", COORDINATOR)
 
@@ -1116,7 +1104,7 @@ def test_a_retired_mentor_can_take_no_further_step(app: App, clock: ManualClock,
 def test_the_applicant_withdraws_from_every_open_state(
     app: App, clock: ManualClock, ref: str, state: str
 ) -> None:
-    bring(app, clock, ref, state)
+    bring(app, clock, ref, state, APPLICANT)
 
     step(app, ref, "withdraw", APPLICANT, reason="Muutsin meelt.")
 
@@ -1140,7 +1128,7 @@ def test_the_system_may_withdraw_a_submitted_application(app: App, ref: str) -> 
 def test_a_listed_mentor_cannot_withdraw_and_is_told_the_possible_steps(
     app: App, clock: ManualClock, ref: str
 ) -> None:
-    bring(app, clock, ref, "listed")
+    bring(app, clock, ref, "listed", APPLICANT)
 
     refusal = refuse(app, ref, "withdraw", APPLICANT)
 

@@ -51,6 +51,7 @@ from lifecycle.config import load_settings
 from lifecycle.models import ActionToken
 from lifecycle.scenarios import ManualClock
 from lifecycle.web.auth import add_user
+from tests.conftest import COMMITTEE, COORDINATOR, bring, list_mentor
 
 CHROMIUM = Path("/usr/bin/chromium")
 # The flags that keep Chromium off the network it cannot reach here (env/machines/python.md).
@@ -67,8 +68,6 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 MENTORLUS = Path(sys.executable).parent / "mentorlus"
 PASSWORD = "parool-mis-on-piisavalt-pikk"
 
-COORDINATOR = "liis.lepik@esta.example"
-COMMITTEE = ["helle.hein@esta.example", "toomas.tuul@esta.example", "sirje.saar@esta.example"]
 MENTOR = "mari.mets@example.ee"
 OTHER_MENTOR = "peeter.parn@example.ee"
 MENTEE = "kati.kask@example.ee"
@@ -284,23 +283,14 @@ def list_mentors(site: Site) -> None:
         scenarios.add_staff(
             seeding, name=f"Komisjoniliige {index + 1}", email=email, role="committee"
         )
-    mentors = {
-        MENTOR: scenarios.applicant(MENTOR, "Mari Mets"),
-        OTHER_MENTOR: scenarios.applicant(
-            OTHER_MENTOR, "Peeter Pärn", topics=["self_care_system", "management_quality"]
-        ),
-    }
-    for email, data in mentors.items():
-        ref = scenarios.submit_application(seeding, data, actor=COORDINATOR)
-        scenarios.bring_application(
-            seeding,
-            clock,
-            ref,
-            "listed",
-            coordinator=COORDINATOR,
-            committee=COMMITTEE,
-            applicant_email=email,
-        )
+    list_mentor(seeding, clock, MENTOR, "Mari Mets")
+    list_mentor(
+        seeding,
+        clock,
+        OTHER_MENTOR,
+        "Peeter Pärn",
+        topics=["self_care_system", "management_quality"],
+    )
     seeding.engine.dispose()
 
 
@@ -530,15 +520,7 @@ def test_committee_member_who_votes_before_the_interview_is_told_why(
     ref = scenarios.submit_application(
         seeding, scenarios.applicant(APPLICANT, "Anne Aas"), actor=COORDINATOR
     )
-    scenarios.bring_application(
-        seeding,
-        clock,
-        ref,
-        "interview",
-        coordinator=COORDINATOR,
-        committee=COMMITTEE,
-        applicant_email=APPLICANT,
-    )
+    bring(seeding, clock, ref, "interview", APPLICANT)
     scenarios.step(
         seeding,
         ref,

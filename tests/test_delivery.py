@@ -47,7 +47,7 @@ from lifecycle.engine import load_case
 from lifecycle.errors import InvalidInput
 from lifecycle.models import Application, OutboxMessage, Person, Relation
 from lifecycle.scenarios import ManualClock
-from tests.conftest import COMMITTEE, COORDINATOR
+from tests.conftest import COMMITTEE, COORDINATOR, bring, list_mentor
 
 MENTOR = "tonu.ounapuu@example.org"
 MENTOR_NAME = "Tõnu Õunapuu"
@@ -163,21 +163,6 @@ def row(app: App, message_id: int) -> OutboxMessage:
         found = tx.session.get(OutboxMessage, message_id)
         assert found is not None
         return found
-
-
-def list_mentor(app: App, clock: ManualClock, **overrides: Any) -> str:
-    data = scenarios.applicant(MENTOR, MENTOR_NAME, **overrides)
-    ref = scenarios.submit_application(app, data, actor=COORDINATOR)
-    scenarios.bring_application(
-        app,
-        clock,
-        ref,
-        "listed",
-        coordinator=COORDINATOR,
-        committee=COMMITTEE,
-        applicant_email=MENTOR,
-    )
-    return ref
 
 
 def request_mentor(app: App, **overrides: Any) -> str:
@@ -348,7 +333,7 @@ def count_status(app: App) -> dict[str, int]:
 def test_every_email_of_a_whole_mentoring_story_arrives_once_as_text_then_html_with_its_headers(
     app: App, clock: ManualClock, sink: Sink
 ) -> None:
-    list_mentor(app, clock)
+    list_mentor(app, clock, MENTOR, MENTOR_NAME)
     ref = request_mentor(app)
     scenarios.bring_relation(app, clock, ref, "closed", mentor=MENTOR, mentee_email=MENTEE)
     queued = outbox_rows(app)
@@ -381,7 +366,7 @@ def test_every_email_of_a_whole_mentoring_story_arrives_once_as_text_then_html_w
 def test_a_request_reaches_each_reader_in_their_language_the_mentor_with_a_signed_link(
     app: App, clock: ManualClock, sink: Sink
 ) -> None:
-    list_mentor(app, clock)  # an Estonian reader
+    list_mentor(app, clock, MENTOR, MENTOR_NAME)  # an Estonian reader
     request_mentor(app, language="en")
     deliver(app)
     arrived = by_message_id(sink)
@@ -419,15 +404,7 @@ def test_an_interview_invitation_keeps_its_uid_and_raises_the_sequence_when_it_m
     ref = scenarios.submit_application(
         app, scenarios.applicant(MENTOR, MENTOR_NAME), actor=COORDINATOR
     )
-    scenarios.bring_application(
-        app,
-        clock,
-        ref,
-        "interview",
-        coordinator=COORDINATOR,
-        committee=COMMITTEE,
-        applicant_email=MENTOR,
-    )
+    bring(app, clock, ref, "interview", MENTOR)
     deliver(app)
     uids = set()
     for sequence, at in enumerate(
@@ -466,7 +443,7 @@ def test_an_interview_invitation_keeps_its_uid_and_raises_the_sequence_when_it_m
 def test_a_meeting_invitation_is_updated_with_the_same_uid_and_cancelled_with_method_cancel(
     app: App, clock: ManualClock, sink: Sink
 ) -> None:
-    list_mentor(app, clock)
+    list_mentor(app, clock, MENTOR, MENTOR_NAME)
     ref = request_mentor(app)
     scenarios.bring_relation(app, clock, ref, "first_meeting", mentor=MENTOR, mentee_email=MENTEE)
     deliver(app)
@@ -635,7 +612,7 @@ def test_a_subject_is_one_line_whatever_the_data_so_no_header_can_be_injected(
     assert subject == "Kohtumise aeg muutus: 15.03.2027 10:00 Bcc: x@evil.example"
     assert "\r\nBcc: x@evil.example" in text  # in the body, where it is harmless
 
-    list_mentor(app, clock)
+    list_mentor(app, clock, MENTOR, MENTOR_NAME)
     ref = request_mentor(app)
     scenarios.bring_relation(app, clock, ref, "first_meeting", mentor=MENTOR, mentee_email=MENTEE)
     scenarios.step(

@@ -17,25 +17,14 @@ from lifecycle.engine import Tx
 from lifecycle.errors import Conflict, NotFound, Refused
 from lifecycle.models import AuditEvent, Base, Case, OutboxMessage, Person, Timer
 from lifecycle.scenarios import ManualClock
-from tests.conftest import COMMITTEE, COORDINATOR
+from tests.conftest import COORDINATOR, list_mentor
 
 MENTOR = "mentor@example.org"
 MENTEE = "mentee@example.org"
 
 
 def _listed_mentor_and_request(app: App, clock: ManualClock) -> str:
-    ref = scenarios.submit_application(
-        app, scenarios.applicant(MENTOR, "Kadri Kuusk"), actor=COORDINATOR
-    )
-    scenarios.bring_application(
-        app,
-        clock,
-        ref,
-        "listed",
-        coordinator=COORDINATOR,
-        committee=COMMITTEE,
-        applicant_email=MENTOR,
-    )
+    list_mentor(app, clock, MENTOR, "Kadri Kuusk")
     return scenarios.submit_request(app, scenarios.mentee(MENTEE, "Margus Mänd", MENTOR))
 
 

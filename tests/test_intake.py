@@ -41,7 +41,7 @@ from lifecycle.models import (
 )
 from lifecycle.scenarios import ManualClock
 from lifecycle.sink import start as start_sink
-from tests.conftest import COMMITTEE, COORDINATOR, START
+from tests.conftest import COMMITTEE, COORDINATOR, START, list_mentor
 
 ZONE = ZoneInfo("Europe/Tallinn")
 AUGUST = datetime(2026, 8, 10, 12, 0, tzinfo=UTC)
@@ -169,19 +169,6 @@ def application_round(app: App, ref: str) -> int | None:
         found = tx.session.scalar(select(Application).where(Application.case_id == case.id))
         assert found is not None
         return found.intake_round_id
-
-
-def list_mentor(app: App, clock: ManualClock, email: str, name: str) -> None:
-    ref = apply(app, email, name, actor=COORDINATOR)
-    scenarios.bring_application(
-        app,
-        clock,
-        ref,
-        "listed",
-        coordinator=COORDINATOR,
-        committee=COMMITTEE,
-        applicant_email=email,
-    )
 
 
 def free_port() -> int:

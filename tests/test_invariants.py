@@ -44,7 +44,7 @@ from lifecycle.models import (
 )
 from lifecycle.scenarios import ManualClock
 from lifecycle.workflow import FieldSpec
-from tests.conftest import COMMITTEE, COORDINATOR, START
+from tests.conftest import COMMITTEE, COORDINATOR, START, bring, list_mentor
 
 # The errors a caller is shown; each must leave the database exactly as it was.
 EXPLAINED = (Refused, InvalidInput, NotFound, Conflict)
@@ -128,31 +128,13 @@ def _populate(app: App, clock: ManualClock) -> list[CaseRef]:
         {"organisation": "Narva Perekeskus", "topics": ["specific_situation", "career"]},
     ]
     for index, (email, overrides) in enumerate(zip(MENTORS, mentor_overrides, strict=True)):
-        data = scenarios.applicant(email, f"Mentor {index + 1}", **overrides)
-        ref = scenarios.submit_application(app, data, actor=COORDINATOR)
-        scenarios.bring_application(
-            app,
-            clock,
-            ref,
-            "listed",
-            coordinator=COORDINATOR,
-            committee=COMMITTEE,
-            applicant_email=email,
-        )
+        ref = list_mentor(app, clock, email, f"Mentor {index + 1}", **overrides)
         cases.append(CaseRef(ref, APPLICATION, {"applicant": email}))
     for email, state in APPLICATIONS.items():
         ref = scenarios.submit_application(
             app, scenarios.applicant(email, "Kandidaat"), actor=COORDINATOR
         )
-        scenarios.bring_application(
-            app,
-            clock,
-            ref,
-            "interview" if state == "scheduled" else state,
-            coordinator=COORDINATOR,
-            committee=COMMITTEE,
-            applicant_email=email,
-        )
+        bring(app, clock, ref, "interview" if state == "scheduled" else state, email)
         if state == "scheduled":
             scenarios.step(
                 app,
@@ -531,15 +513,7 @@ def _application_in(app: App, clock: ManualClock, state: str) -> str:
     ref = scenarios.submit_application(
         app, scenarios.applicant(email, "Kandidaat"), actor=COORDINATOR
     )
-    scenarios.bring_application(
-        app,
-        clock,
-        ref,
-        state,
-        coordinator=COORDINATOR,
-        committee=COMMITTEE,
-        applicant_email=email,
-    )
+    bring(app, clock, ref, state, email)
     return ref
 
 

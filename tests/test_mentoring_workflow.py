@@ -29,7 +29,7 @@ from lifecycle.models import (
     Timer,
 )
 from lifecycle.scenarios import ManualClock
-from tests.conftest import COMMITTEE, COORDINATOR
+from tests.conftest import COORDINATOR, list_mentor
 
 TALLINN = ZoneInfo("Europe/Tallinn")
 MENTOR = "mari.mets@example.org"
@@ -38,22 +38,6 @@ OTHER_MENTEE = "kati.kask@example.org"
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def list_mentor(app: App, clock: ManualClock, email: str, name: str, **overrides: Any) -> str:
-    """A mentor listed in the directory through the real application steps."""
-    data = scenarios.applicant(email, name, **overrides)
-    ref = scenarios.submit_application(app, data, actor=COORDINATOR)
-    scenarios.bring_application(
-        app,
-        clock,
-        ref,
-        "listed",
-        coordinator=COORDINATOR,
-        committee=COMMITTEE,
-        applicant_email=email,
-    )
-    return ref
 
 
 def request(

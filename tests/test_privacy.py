@@ -33,7 +33,7 @@ from lifecycle.models import (
 )
 from lifecycle.scenarios import ManualClock
 from lifecycle.web.app import create
-from tests.conftest import COMMITTEE, COORDINATOR
+from tests.conftest import COMMITTEE, COORDINATOR, list_mentor
 
 MENTOR, MENTOR_NAME = "maie.mand@example.org", "Maie Mänd"
 MENTEE, MENTEE_NAME = "oskar.orav@example.org", "Oskar Orav"
@@ -51,22 +51,6 @@ SECRETS = (MENTEE, MENTEE_NAME, MENTEE_ORG, QUESTION, GOAL, RHYTHM, FEE, NOTES, 
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def list_mentor(app: App, clock: ManualClock) -> str:
-    ref = scenarios.submit_application(
-        app, scenarios.applicant(MENTOR, MENTOR_NAME), actor=COORDINATOR
-    )
-    scenarios.bring_application(
-        app,
-        clock,
-        ref,
-        "listed",
-        coordinator=COORDINATOR,
-        committee=COMMITTEE,
-        applicant_email=MENTOR,
-    )
-    return ref
 
 
 def request(app: App) -> str:
@@ -171,7 +155,7 @@ def link_path(app: App, template: str, to: str) -> str:
 def test_a_mentees_export_holds_their_relation_texts_steps_and_mail_but_no_link_secret(
     app: App, clock: ManualClock
 ) -> None:
-    list_mentor(app, clock)
+    list_mentor(app, clock, MENTOR, MENTOR_NAME)
     ref = closed_relation(app, clock)
 
     data = export(app, MENTEE.upper())
@@ -201,7 +185,7 @@ def test_a_mentees_export_holds_their_relation_texts_steps_and_mail_but_no_link_
 def test_a_mentors_export_holds_profile_credentials_evidence_and_the_applications_steps(
     app: App, clock: ManualClock
 ) -> None:
-    application = list_mentor(app, clock)
+    application = list_mentor(app, clock, MENTOR, MENTOR_NAME)
 
     data = export(app, MENTOR)
 
@@ -218,7 +202,7 @@ def test_a_mentors_export_holds_profile_credentials_evidence_and_the_application
 def test_a_committee_members_export_holds_their_seats_and_steps_on_others_cases(
     app: App, clock: ManualClock
 ) -> None:
-    application = list_mentor(app, clock)
+    application = list_mentor(app, clock, MENTOR, MENTOR_NAME)
 
     data = export(app, COMMITTEE[0])
 
@@ -241,7 +225,7 @@ def test_the_export_command_prints_json(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    list_mentor(app, clock)
+    list_mentor(app, clock, MENTOR, MENTOR_NAME)
     monkeypatch.setenv("MENTORLUS_DATABASE__URL", app.settings.database_url)
 
     assert main(["person", "export", MENTOR]) == 0
@@ -255,7 +239,7 @@ def test_the_export_command_prints_json(
 def test_erasing_a_mentee_removes_who_they_were_and_the_texts_and_keeps_the_statistics(
     app: App, clock: ManualClock
 ) -> None:
-    list_mentor(app, clock)
+    list_mentor(app, clock, MENTOR, MENTOR_NAME)
     closed_relation(app, clock)
     before = statistics(app)
     assert found(SECRETS, everything_held(app)) == set(SECRETS)
@@ -283,7 +267,7 @@ def test_erasing_a_mentee_removes_who_they_were_and_the_texts_and_keeps_the_stat
 def test_an_erased_persons_links_stop_working_and_their_unsent_mail_is_cancelled(
     app: App, clock: ManualClock
 ) -> None:
-    list_mentor(app, clock)
+    list_mentor(app, clock, MENTOR, MENTOR_NAME)
     closed_relation(app, clock)
     feedback_link = link_path(app, "feedback_request", MENTOR)  # unused: the mentor's own
     mentee_link = link_path(app, "feedback_request", MENTEE)
@@ -317,7 +301,7 @@ def test_an_erased_persons_links_stop_working_and_their_unsent_mail_is_cancelled
 def test_erasure_is_refused_while_a_case_is_under_way_and_changes_nothing(
     app: App, clock: ManualClock
 ) -> None:
-    list_mentor(app, clock)
+    list_mentor(app, clock, MENTOR, MENTOR_NAME)
     ref = request(app)
     before = everything_held(app)
 
@@ -334,7 +318,7 @@ def test_erasure_is_refused_while_a_case_is_under_way_and_changes_nothing(
 def test_a_mentor_retired_first_is_erased_with_their_profile_and_announcement_mail(
     app: App, clock: ManualClock
 ) -> None:
-    application = list_mentor(app, clock)
+    application = list_mentor(app, clock, MENTOR, MENTOR_NAME)
     with app.unit() as tx:
         announcement = bulk.draft_announcement(
             tx,
@@ -371,7 +355,7 @@ def test_a_coordinator_is_erased_only_with_force(
 
 
 def test_erasing_twice_is_harmless(app: App, clock: ManualClock) -> None:
-    list_mentor(app, clock)
+    list_mentor(app, clock, MENTOR, MENTOR_NAME)
     closed_relation(app, clock)
     first = erase(app, MENTEE)
     after_first = everything_held(app)
@@ -401,7 +385,7 @@ def test_a_subscribers_address_and_confirmation_link_are_erased(app: App) -> Non
 def test_retention_anonymises_only_relations_ended_before_the_period(
     app: App, clock: ManualClock
 ) -> None:
-    list_mentor(app, clock)
+    list_mentor(app, clock, MENTOR, MENTOR_NAME)
     old = closed_relation(app, clock)
     clock.advance(days=400)
     recent = request(app)
@@ -432,7 +416,7 @@ def test_retention_anonymises_only_relations_ended_before_the_period(
 def test_the_worker_runs_retention_every_night_and_with_worker_once(
     app: App, clock: ManualClock
 ) -> None:
-    list_mentor(app, clock)
+    list_mentor(app, clock, MENTOR, MENTOR_NAME)
     closed_relation(app, clock)
     clock.advance(days=app.settings.retention.days + 1)
 
@@ -449,7 +433,7 @@ def test_the_retention_command_runs_it_now(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    list_mentor(app, clock)
+    list_mentor(app, clock, MENTOR, MENTOR_NAME)
     closed_relation(app, clock)
     monkeypatch.setenv("MENTORLUS_DATABASE__URL", app.settings.database_url)
     # The command runs on the real clock, months after the test's closing date.

@@ -30,7 +30,7 @@ from lifecycle.scenarios import ManualClock
 from lifecycle.web import auth, console
 from lifecycle.web.app import create
 from lifecycle.web.charts import bars, columns
-from tests.conftest import COMMITTEE, COORDINATOR
+from tests.conftest import COMMITTEE, COORDINATOR, bring
 
 PASSWORD = "aruanded-2026-parool"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -59,18 +59,6 @@ class Population:
 def settings(database_url: str) -> Settings:
     """Every number shown: the exact counts are checked first, suppression on its own."""
     return replace(load_settings(environ={}), database_url=database_url, report_min_group_size=1)
-
-
-def bring(app: App, clock: ManualClock, ref: str, state: str, email: str) -> None:
-    scenarios.bring_application(
-        app,
-        clock,
-        ref,
-        state,
-        coordinator=COORDINATOR,
-        committee=COMMITTEE,
-        applicant_email=email,
-    )
 
 
 def apply(app: App, email: str, name: str, **overrides: Any) -> str:

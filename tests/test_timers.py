@@ -33,7 +33,7 @@ from lifecycle.config import Settings, load_settings
 from lifecycle.engine import load_case
 from lifecycle.models import AuditEvent, Case, IntakeRound, OutboxMessage, Timer
 from lifecycle.scenarios import ManualClock
-from tests.conftest import COMMITTEE, COORDINATOR, START
+from tests.conftest import COMMITTEE, COORDINATOR, START, bring
 
 TALLINN = ZoneInfo("Europe/Tallinn")
 APPLICANT = "kadri.kuusk@example.org"
@@ -51,15 +51,7 @@ def application_in(app: App, clock: ManualClock, state: str, *, email: str = APP
     """An application entered by the coordinator and brought to `state` through real steps."""
     data = scenarios.applicant(email, f"Kandidaat {email}")
     ref = scenarios.submit_application(app, data, actor=COORDINATOR)
-    scenarios.bring_application(
-        app,
-        clock,
-        ref,
-        state,
-        coordinator=COORDINATOR,
-        committee=COMMITTEE,
-        applicant_email=email,
-    )
+    bring(app, clock, ref, state, email)
     return ref
 
 

@@ -34,7 +34,7 @@ from lifecycle.models import (
 from lifecycle.scenarios import ManualClock
 from lifecycle.web import auth, console
 from lifecycle.web.app import create
-from tests.conftest import COMMITTEE, COORDINATOR
+from tests.conftest import COMMITTEE, COORDINATOR, bring, list_mentor
 
 PASSWORD = "korrektne-hobune-patarei"
 MENTOR = "mari.mets@example.org"  # Tartu Linnavalitsus, master's in social work, career
@@ -110,26 +110,13 @@ def login(client: TestClient, email: str, password: str = PASSWORD) -> Response:
 
 def listed(app: App, clock: ManualClock, email: str, name: str, **overrides: Any) -> int:
     """A mentor listed in the directory through the real application steps; their person id."""
-    ref = submit(app, email, name, **overrides)
-    bring(app, clock, ref, "listed", email)
+    list_mentor(app, clock, email, name, **overrides)
     return person_id(app, email)
 
 
 def submit(app: App, email: str, name: str, **overrides: Any) -> str:
     data = scenarios.applicant(email, name, **overrides)
     return scenarios.submit_application(app, data, actor=COORDINATOR)
-
-
-def bring(app: App, clock: ManualClock, ref: str, state: str, email: str) -> None:
-    scenarios.bring_application(
-        app,
-        clock,
-        ref,
-        state,
-        coordinator=COORDINATOR,
-        committee=COMMITTEE,
-        applicant_email=email,
-    )
 
 
 def person_id(app: App, email: str) -> int:

@@ -34,7 +34,7 @@ from lifecycle.web import auth
 from lifecycle.web.app import create
 from lifecycle.web.links import ACTION_TRIGGERS
 from lifecycle.workflow import LINK_ACTIONS
-from tests.conftest import COMMITTEE, COORDINATOR
+from tests.conftest import COORDINATOR, bring, list_mentor
 
 MENTOR = "mari.mets@example.org"
 MENTEE = "jaan.jogi@example.org"
@@ -49,19 +49,7 @@ PASSWORD = "koordinaatori-parool-2026"
 @pytest.fixture
 def mentor(app: App, clock: ManualClock) -> str:
     """MENTOR listed in the directory through the real application steps; their case ref."""
-    ref = scenarios.submit_application(
-        app, scenarios.applicant(MENTOR, "Mari Mets"), actor=COORDINATOR
-    )
-    scenarios.bring_application(
-        app,
-        clock,
-        ref,
-        "listed",
-        coordinator=COORDINATOR,
-        committee=COMMITTEE,
-        applicant_email=MENTOR,
-    )
-    return ref
+    return list_mentor(app, clock, MENTOR, "Mari Mets")
 
 
 def request(app: App, mentee: str = MENTEE) -> str:
@@ -516,15 +504,7 @@ def test_applicant_answers_the_coordinators_question_from_the_link(
 ) -> None:
     email = "tiit.tamm@example.org"
     ref = scenarios.submit_application(app, scenarios.applicant(email, "Tiit"), actor=COORDINATOR)
-    scenarios.bring_application(
-        app,
-        clock,
-        ref,
-        "awaiting_info",
-        coordinator=COORDINATOR,
-        committee=COMMITTEE,
-        applicant_email=email,
-    )
+    bring(app, clock, ref, "awaiting_info", email)
     client, page = open_page(app, email, "info_requested", ref)
     assert "Palun saatke diplomi koopia." in client.get(page).text
 
