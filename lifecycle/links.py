@@ -1,8 +1,9 @@
 """Links in emails: signed, expiring, single-use, bound to one person, one case and one action.
 
 The link carries a random token id and an HMAC over the token's row (id, person or
-subscriber, case, action, expiry), so a link cannot be forged or re-aimed; using it marks
-the row, so it works once.
+subscriber, case, action, expiry), so a link cannot be forged or re-aimed. Using it marks
+the row, so it works once. Using means acting: opening a link spends nothing, because mail
+scanners open every link in a message before its reader does.
 """
 
 from __future__ import annotations
@@ -65,7 +66,12 @@ def issue(
 
 
 def url(token: ActionToken, settings: Settings) -> str:
-    return f"{settings.base_url}/l/{token.id}.{_signature(token, settings.secret_key)}"
+    return f"{settings.base_url}/l/{text(token, settings)}"
+
+
+def text(token: ActionToken, settings: Settings) -> str:
+    """What a link carries: the token id and its signature."""
+    return f"{token.id}.{_signature(token, settings.secret_key)}"
 
 
 def find(
@@ -81,6 +87,22 @@ def find(
     token = session.get(ActionToken, token_id, with_for_update=lock)
     expected = _signature(token, settings.secret_key).encode() if token else b""
     return token if token and hmac.compare_digest(signature.encode(), expected) else None
+
+
+def spend(session: Session, token_id: str, *, now: datetime, spent_here: bool) -> None:
+    """Mark a case-action link used by the step about to be taken; Refused when it cannot be.
+
+    spent_here: this browser spent it before, and may go on taking the page's steps.
+    """
+    token = session.get(ActionToken, token_id, with_for_update=True)
+    if token is None:
+        raise Refused("this link is not valid", rule="link_invalid")
+    if token.used_at is None:
+        if token.expires_at <= now:
+            raise Refused("this link has expired", rule="link_expired")
+        token.used_at = now
+    elif not spent_here:
+        raise Refused("this link has already been used", rule="link_used")
 
 
 def redeem(session: Session, settings: Settings, text: str, *, now: datetime) -> ActionToken:

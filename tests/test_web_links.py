@@ -235,13 +235,36 @@ def test_a_stale_page_gets_a_conflict_showing_the_new_state(
 # -- links that no longer work ---------------------------------------------------------------
 
 
-def test_a_replayed_link_says_used_and_the_fresh_link_it_sends_works(
+def test_opening_a_link_spends_nothing_and_the_first_step_taken_with_it_does(
+    app: App, clock: ManualClock, mentor: str
+) -> None:
+    """A mail scanner opens every link before its reader does: only a step spends a link."""
+    ref = request(app)
+    link = link_in(app, template="request_received", to=MENTOR, ref=ref)
+    scanner = browser(app)
+    page = follow(scanner, link)
+    seen = scanner.get(page)
+    assert page == f"/act/{ref}/respond" and seen.status_code == 200
+    reader = browser(app)
+    assert follow(reader, link) == page
+
+    assert submit(reader, page, "accept").status_code == 303
+    assert state_of(app, ref) == "first_meeting"
+    assert follow(reader, link) == page  # the reader may come back to the page
+    form = {"csrf": hidden(seen.text, "csrf"), "version": hidden(seen.text, "version")}
+    late = scanner.post(page, data={**form, "trigger": "decline", "f_reason": "x"})
+    assert late.status_code == 410 and 'data-rule="link_used"' in late.text
+    assert f'action="{link}/fresh"' in late.text
+    assert state_of(app, ref) == "first_meeting"
+
+
+def test_a_link_used_elsewhere_says_used_and_the_fresh_link_it_sends_works(
     app: App, clock: ManualClock, mentor: str
 ) -> None:
     ref = request(app)
     link = link_in(app, template="request_received", to=MENTOR, ref=ref)
     first = browser(app)
-    follow(first, link)
+    assert submit(first, follow(first, link), "accept").status_code == 303
     other = browser(app)
 
     replay = other.get(link)
@@ -250,7 +273,6 @@ def test_a_replayed_link_says_used_and_the_fresh_link_it_sends_works(
     assert 'data-rule="link_used"' in replay.text
     assert f'action="{link}/fresh"' in replay.text
     assert "/act/" not in replay.text  # this browser never opened the page
-    assert f'href="/act/{ref}/respond"' in first.get(link).text  # the first one may go back
     sent = other.post(f"{link}/fresh", data={"csrf": hidden(replay.text, "csrf")})
     assert sent.status_code == 200 and 'data-outcome="fresh_sent"' in sent.text
     fresh = link_in(app, template="fresh_link", to=MENTOR, ref=ref)
@@ -263,8 +285,7 @@ def test_a_replayed_link_says_used_and_the_fresh_link_it_sends_works(
         rendered = emails.render_all(tx.settings.templates_dir, "fresh_link", "et", context)
     assert fresh in rendered.text and ref in rendered.subject
     assert follow(other, fresh) == f"/act/{ref}/respond"
-    assert submit(other, f"/act/{ref}/respond", "accept").status_code == 303
-    assert state_of(app, ref) == "first_meeting"
+    assert other.get(f"/act/{ref}/respond").status_code == 200
     again = other.post(f"{link}/fresh", data={"csrf": hidden(replay.text, "csrf")})
     assert 'data-outcome="fresh_already"' in again.text  # one fresh link per old link
 
@@ -547,7 +568,11 @@ def test_subscriber_confirms_then_unsubscribes_with_one_click_post(
         bulk.subscribe(tx, email=email, language="et")
     confirm = link_in(app, template="subscription_confirm", to=email)
 
-    confirmed = browser(app).get(confirm)
+    client = browser(app)
+    opened = client.get(confirm)  # a mail scanner opening it would confirm nothing
+    assert subscriber(app, email).confirmed_at is None
+    assert f'action="{confirm}"' in opened.text
+    confirmed = client.post(confirm)
 
     assert confirmed.status_code == 200 and 'data-outcome="confirmed"' in confirmed.text
     assert subscriber(app, email).confirmed_at is not None
@@ -588,7 +613,7 @@ def test_an_expired_confirmation_link_sends_a_fresh_one_that_confirms(
     assert expired.status_code == 410 and 'data-rule="link_expired"' in expired.text
     assert 'data-outcome="fresh_sent"' in sent.text
     assert subscriber(app, email).confirmed_at is None
-    confirmed = client.get(link_in(app, template="fresh_link", to=email))
+    confirmed = client.post(link_in(app, template="fresh_link", to=email))
     assert 'data-outcome="confirmed"' in confirmed.text
     assert subscriber(app, email).confirmed_at is not None
 

@@ -110,14 +110,25 @@ def staff_id(request: Request) -> int | None:
     return int(value) if value is not None else None
 
 
-def grant(request: Request, *, person_id: int, case_ref: str | None, action: str) -> None:
-    """What a redeemed email link lets this browser do, for this session."""
+def grant(
+    request: Request, *, person_id: int, case_ref: str | None, action: str, token_id: str
+) -> None:
+    """What a followed email link lets this browser do, for this session."""
     grants = dict(request.session.get("grants", {}))
-    grants[f"{case_ref or '-'}:{action}"] = person_id
+    grants[f"{case_ref or '-'}:{action}"] = [person_id, token_id]
     request.session["grants"] = grants
 
 
-def granted(request: Request, case_ref: str | None, action: str) -> int | None:
-    """The person a link made this browser act for, on this case and action."""
+def granted(request: Request, case_ref: str | None, action: str) -> tuple[int, str] | None:
+    """The person a link made this browser act for on this case and action, and the link."""
     value = request.session.get("grants", {}).get(f"{case_ref or '-'}:{action}")
-    return int(value) if value is not None else None
+    return (int(value[0]), str(value[1])) if value is not None else None
+
+
+def spent_here(request: Request, token_id: str) -> bool:
+    """Whether this browser took a step with this link (it may go on with the page's steps)."""
+    return token_id in request.session.get("spent", [])
+
+
+def mark_spent(request: Request, token_id: str) -> None:
+    request.session["spent"] = [*request.session.get("spent", []), token_id]

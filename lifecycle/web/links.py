@@ -1,10 +1,12 @@
 """Pages behind email links: follow a link, then act on one case as the person it was sent to.
 
-Following a link redeems it (it works once) and grants this browser one action on one case
-(auth.grant); the /act page shows that party what the step needs — the concrete question,
-the agreement and its versions are shown to the two parties only (SPEC §6) — and advances
-the case as them. Subscription links confirm, or unsubscribe in one click (RFC 8058). A
-used or expired link says so and can send its owner a fresh one by email.
+Following a link grants this browser one action on one case (auth.grant); the /act page
+shows that party what the step needs — the concrete question, the agreement and its
+versions are shown to the two parties only (SPEC §6) — and advances the case as them. The
+first step taken spends the link (it works once); opening it spends nothing, since mail
+scanners open links before their readers do, and the browser that spent it may go on.
+Subscription links confirm with a button, or unsubscribe in one click (RFC 8058). A used or
+expired link says so and can send its owner a fresh one by email.
 """
 
 from __future__ import annotations
@@ -67,25 +69,22 @@ def _case_ref(tx: Tx, token: ActionToken) -> str | None:
 
 @router.get("/l/{text}", response_class=HTMLResponse)
 def follow(request: Request, text: str) -> Response:
-    """Redeem a link: a case action grants this browser its page; subscriptions are done here."""
+    """Open a link: a case action grants this browser its page; a subscription link shows its
+    button. Nothing is spent here (see the module's docstring)."""
     try:
         with core(request).unit() as tx:
             token = links.find(tx.session, tx.settings, text)
             if token is None:
                 raise Refused("this link is not valid", rule="link_invalid")
-            action = token.action
-            if action == "unsubscribe":
-                if token.used_at is not None:
-                    return _done(request, "unsubscribed_already")
-                if token.expires_at <= tx.now:
-                    raise Refused("this link has expired", rule="link_expired")
-                return _private(page(request, "link_unsubscribe.html", text=text))
-            if action == "confirm_subscription":
-                if token.used_at is not None:
-                    return _done(request, "confirmed_already")
-                bulk.confirm_subscription(tx, link=text)
-                return _done(request, "confirmed")
-            links.redeem(tx.session, tx.settings, text, now=tx.now)
+            action, token_id = token.action, token.id
+            if token.used_at is not None and action in SUBSCRIPTION_DONE:
+                return _done(request, SUBSCRIPTION_DONE[action])
+            if token.used_at is not None and not auth.spent_here(request, token_id):
+                raise Refused("this link has already been used", rule="link_used")
+            if token.used_at is None and token.expires_at <= tx.now:
+                raise Refused("this link has expired", rule="link_expired")
+            if action in SUBSCRIPTION_DONE:
+                return _private(page(request, f"link_{action}.html", text=text))
             ref = _case_ref(tx, token)
             person = tx.session.get(Person, token.person_id) if token.person_id else None
             if ref is None or person is None or action not in ACTION_TRIGGERS:
@@ -93,32 +92,43 @@ def follow(request: Request, text: str) -> Response:
             person_id, person_language = person.id, person.language
     except Refused as error:
         return _problem(request, text, error.rule)
-    auth.grant(request, person_id=person_id, case_ref=ref, action=action)
+    auth.grant(request, person_id=person_id, case_ref=ref, action=action, token_id=token_id)
     request.session.setdefault("lang", person_language)
     return _private(redirect(f"/act/{ref}/{action}"))
 
 
-@router.post("/l/{text}", response_class=HTMLResponse)
-def one_click_unsubscribe(request: Request, text: str) -> Response:
-    """RFC 8058: the mail client posts List-Unsubscribe=One-Click, with no cookie or CSRF token.
+# What a used subscription link says when it is opened again.
+SUBSCRIPTION_DONE = {
+    "unsubscribe": "unsubscribed_already",
+    "confirm_subscription": "confirmed_already",
+}
 
-    Only an unsubscribe link may be posted to; every other link is opened, not posted.
+
+@router.post("/l/{text}", response_class=HTMLResponse)
+def subscription_button(request: Request, text: str) -> Response:
+    """Confirm or unsubscribe: the page's button, or the mail client's one-click unsubscribe
+    (RFC 8058: List-Unsubscribe=One-Click, with no cookie or CSRF token; the link is the key).
+
+    Only a subscription link may be posted to; every other link is opened, not posted.
     """
     with core(request).unit() as tx:
         token = links.find(tx.session, tx.settings, text)
         action, used = (token.action, token.used_at) if token else (None, None)
     if action is None:
         return _problem(request, text, "link_invalid")
-    if action != "unsubscribe":
+    if action not in SUBSCRIPTION_DONE:
         return _private(page(request, "link_problem.html", status_code=405, rule="post_refused"))
     if used is not None:
-        return _done(request, "unsubscribed_already")
+        return _done(request, SUBSCRIPTION_DONE[action])
     try:
         with core(request).unit() as tx:
-            bulk.unsubscribe(tx, link=text)
+            if action == "unsubscribe":
+                bulk.unsubscribe(tx, link=text)
+            else:
+                bulk.confirm_subscription(tx, link=text)
     except Refused as error:
         return _problem(request, text, error.rule)
-    return _done(request, "unsubscribed")
+    return _done(request, "unsubscribed" if action == "unsubscribe" else "confirmed")
 
 
 @router.post("/l/{text}/fresh", response_class=HTMLResponse)
@@ -189,15 +199,10 @@ def _queue_fresh_link(tx: Tx, old: ActionToken) -> None:
 
 def _problem(request: Request, text: str, rule: str) -> Response:
     """Why a link does not work; a used or expired one offers a fresh link by email."""
-    offer_fresh, resume = False, None
+    offer_fresh = False
     if rule in ("link_used", "link_expired"):
-        with core(request).unit() as tx:
-            token = links.find(tx.session, tx.settings, text)
-            if token is not None:
-                offer_fresh = True
-                ref = _case_ref(tx, token)
-                if ref and token.person_id == auth.granted(request, ref, token.action):
-                    resume = f"/act/{ref}/{token.action}"  # this browser followed it before
+        with core(request).read() as tx:
+            offer_fresh = links.find(tx.session, tx.settings, text) is not None
     status = 404 if rule == "link_invalid" else 410
     return _private(
         page(
@@ -207,9 +212,14 @@ def _problem(request: Request, text: str, rule: str) -> Response:
             rule=rule,
             text=text,
             offer_fresh=offer_fresh,
-            resume=resume,
         )
     )
+
+
+def _link_text(request: Request, token_id: str) -> str:
+    with core(request).read() as tx:
+        token = tx.session.get(ActionToken, token_id)
+        return links.text(token, tx.settings) if token else ""
 
 
 def _done(request: Request, outcome: str) -> Response:
@@ -225,9 +235,10 @@ def _forbidden(request: Request) -> Response:
 
 @router.get("/act/{ref}/{action}", response_class=HTMLResponse)
 def act_page(request: Request, ref: str, action: str, done: str = "") -> Response:
-    person_id = auth.granted(request, ref, action)
-    if person_id is None or action not in ACTION_TRIGGERS:
+    grant = auth.granted(request, ref, action)
+    if grant is None or action not in ACTION_TRIGGERS:
         return _forbidden(request)
+    person_id, _ = grant
     notice = done if done in ACTION_TRIGGERS[action] else None
     return _act_page(request, ref, action, person_id, notice=notice)
 
@@ -237,10 +248,11 @@ async def act(request: Request, ref: str, action: str) -> Response:
     """Take one step as the person the link was sent to; refusals keep what was typed."""
     form = await request.form()
     auth.check_csrf(request, str(form.get("csrf", "")))
-    person_id = auth.granted(request, ref, action)
+    grant = auth.granted(request, ref, action)
     trigger = str(form.get("trigger", ""))
-    if person_id is None or trigger not in ACTION_TRIGGERS.get(action, ()):
+    if grant is None or trigger not in ACTION_TRIGGERS.get(action, ()):
         return _forbidden(request)
+    person_id, token_id = grant
     typed = {
         key[len("f_") :]: str(value)
         for key, value in form.items()
@@ -254,6 +266,8 @@ async def act(request: Request, ref: str, action: str) -> Response:
         with core(request).unit() as tx:
             person = tx.session.get(Person, person_id)
             assert person is not None
+            spent_here = auth.spent_here(request, token_id)
+            links.spend(tx.session, token_id, now=tx.now, spent_here=spent_here)
             services.advance_case(
                 tx,
                 ref=ref,
@@ -268,11 +282,15 @@ async def act(request: Request, ref: str, action: str) -> Response:
     except Conflict as error:
         return _act_page(request, ref, action, person_id, 409, conflict=str(error), **failed)
     except Refused as error:
+        if error.rule in ("link_used", "link_expired"):  # spent in another browser, or too late
+            return _problem(request, _link_text(request, token_id), error.rule)
         refusal = {"reason": error.reason, "rule": error.rule}
         return _act_page(request, ref, action, person_id, 422, refusal=refusal, **failed)
     except InvalidInput as error:
         errors = {error.field: error.message}
         return _act_page(request, ref, action, person_id, 422, errors=errors, **failed)
+    if not spent_here:
+        auth.mark_spent(request, token_id)
     return _private(redirect(f"/act/{ref}/{action}?done={trigger}"))
 
 
