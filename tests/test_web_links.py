@@ -258,6 +258,35 @@ def test_opening_a_link_spends_nothing_and_the_first_step_taken_with_it_does(
     assert state_of(app, ref) == "first_meeting"
 
 
+def version_of(app: App, ref: str) -> int:
+    with app.read() as tx:
+        return load_case(tx, ref)[0].version
+
+
+def test_a_step_the_page_no_longer_offers_is_refused_with_its_reason_shown(
+    app: App, clock: ManualClock, mentor: str
+) -> None:
+    ref = request(app)
+    client = browser(app)
+    page = follow(client, link_in(app, template="request_received", to=MENTOR, ref=ref))
+    stale = client.get(page).text  # the form as it was, before the answer
+    assert submit(client, page, "accept").status_code == 303
+
+    again = client.post(
+        page,
+        data={
+            "csrf": hidden(stale, "csrf"),
+            "version": str(version_of(app, ref)),  # not a conflict: the current version
+            "trigger": "decline",
+            "f_reason": "Siiski mitte",
+        },
+    )
+
+    assert again.status_code == 422
+    assert 'data-rule="state"' in again.text and "not possible in state" in again.text
+    assert state_of(app, ref) == "first_meeting"
+
+
 def test_a_link_used_elsewhere_says_used_and_the_fresh_link_it_sends_works(
     app: App, clock: ManualClock, mentor: str
 ) -> None:
