@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from sqlalchemy import select
+from starlette.testclient import TestClient
 
 from lifecycle import bootstrap, db, intake, scenarios
 from lifecycle.config import load_settings
@@ -185,3 +186,26 @@ def test_a_valid_body_with_any_one_field_replaced_never_makes_a_server_error(
         case.call_and_validate(headers=BASIC, checks=[not_a_server_error])
 
     no_server_error()
+
+
+def test_every_error_the_case_api_answers_is_the_one_its_schema_documents(api: Api) -> None:
+    client = TestClient(api.schema.app)
+    ref = api.existing["ref"]
+    advance = api.schema["/api/v1/cases/{ref}/advance"]["POST"]
+    answers = {
+        401: client.post(f"/api/v1/cases/{ref}/advance", json={"trigger": "approve"}),
+        404: client.post("/api/v1/cases/A-999999/advance", headers=BASIC, json={"trigger": "x"}),
+        409: client.post(
+            f"/api/v1/cases/{ref}/advance",
+            headers=BASIC,
+            json={"trigger": "approve", "expected_version": 1},
+        ),
+        422: client.post(f"/api/v1/cases/{ref}/advance", headers=BASIC, json={"trigger": "x"}),
+    }
+    for status, answer in answers.items():
+        assert answer.status_code == status, (status, answer.text)
+        advance.validate_response(answer)
+    submitted = client.post("/api/v1/requests", json={"email": "x"})
+    assert submitted.status_code == 422
+    api.schema["/api/v1/requests"]["POST"].validate_response(submitted)
+    assert submitted.json()["detail"]["field"]

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from lifecycle import queries, services
 from lifecycle.directory import MAX_PAGE, Entry, Filters
@@ -22,6 +22,45 @@ from lifecycle.web.public import directory_entries, mentor_entry
 
 router = APIRouter(prefix="/api/v1", tags=["v1"])
 BASIC = HTTPBasic(auto_error=False)
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class Refusal(BaseModel):
+    rule: str = Field(description="the rule that refused, e.g. different_organisation")
+    reason: str
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(description="the field that is wrong, e.g. email or credentials[0].year")
+    reason: str
+
+
+class Unprocessable(BaseModel):
+    detail: Refusal | FieldProblem | list[dict[str, Any]] = Field(
+        description="a rule's refusal, a wrong field, or (a body of the wrong shape) the "
+        "list of what is wrong with it"
+    )
+
+
+SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
+    422: {"model": Unprocessable, "description": "a field is wrong, or a rule refused"},
+}
+STAFF_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "no or wrong coordinator credentials"},
+    403: {"model": Problem, "description": "not a coordinator"},
+}
+CASE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **STAFF_ERRORS,
+    404: {"model": Problem, "description": "no such case"},
+}
+ADVANCE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **CASE_ERRORS,
+    409: {"model": Problem, "description": "someone else changed the case (expected_version)"},
+    422: {"model": Unprocessable, "description": "a rule refused the step, or a value is wrong"},
+}
 
 
 class Advance(BaseModel):
@@ -138,7 +177,11 @@ def mentors(
     return [_mentor(entry) for entry in found.entries]
 
 
-@router.get("/mentors/{person_id}", summary="One listed mentor")
+@router.get(
+    "/mentors/{person_id}",
+    summary="One listed mentor",
+    responses={404: {"model": Problem, "description": "not a listed mentor"}},
+)
 def mentor(request: Request, person_id: int) -> dict[str, Any]:
     entry = mentor_entry(request, person_id)
     if entry is None:
@@ -146,7 +189,12 @@ def mentor(request: Request, person_id: int) -> dict[str, Any]:
     return _mentor(entry)
 
 
-@router.post("/applications", status_code=201, summary="Submit a mentor application")
+@router.post(
+    "/applications",
+    status_code=201,
+    summary="Submit a mentor application",
+    responses=SUBMIT_ERRORS,
+)
 def submit_application(request: Request, data: Annotated[dict[str, Any], Body()]) -> dict[str, str]:
     try:
         text_only(data)
@@ -157,7 +205,12 @@ def submit_application(request: Request, data: Annotated[dict[str, Any], Body()]
         raise _problem(error) from None
 
 
-@router.post("/requests", status_code=201, summary="Submit a mentoring request")
+@router.post(
+    "/requests",
+    status_code=201,
+    summary="Submit a mentoring request",
+    responses=SUBMIT_ERRORS,
+)
 def submit_request(request: Request, data: Annotated[dict[str, Any], Body()]) -> dict[str, str]:
     try:
         text_only(data)
@@ -168,7 +221,7 @@ def submit_request(request: Request, data: Annotated[dict[str, Any], Body()]) ->
         raise _problem(error) from None
 
 
-@router.get("/cases", summary="Cases (coordinators)")
+@router.get("/cases", summary="Cases (coordinators)", responses=STAFF_ERRORS)
 def cases(
     request: Request,
     staff: Annotated[Person, Depends(coordinator)],
@@ -179,7 +232,11 @@ def cases(
         return queries.list_cases(tx, workflow=workflow or None, state=state or None)
 
 
-@router.get("/cases/{ref}", summary="One case with its next steps and timeline (coordinators)")
+@router.get(
+    "/cases/{ref}",
+    summary="One case with its next steps and timeline (coordinators)",
+    responses=CASE_ERRORS,
+)
 def case(
     request: Request, ref: str, staff: Annotated[Person, Depends(coordinator)]
 ) -> dict[str, Any]:
@@ -190,7 +247,11 @@ def case(
         raise _problem(error) from None
 
 
-@router.post("/cases/{ref}/advance", summary="Take a step on a case (coordinators)")
+@router.post(
+    "/cases/{ref}/advance",
+    summary="Take a step on a case (coordinators)",
+    responses=ADVANCE_ERRORS,
+)
 def advance(
     request: Request, ref: str, step: Advance, staff: Annotated[Person, Depends(coordinator)]
 ) -> dict[str, Any]:
