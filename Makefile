@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DB := demo.db
 
-.PHONY: demo test lint audit bench clean
+.PHONY: demo test lint audit bench soak clean
 
 $(BIN)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -45,6 +45,14 @@ audit: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/transitions.py
+
+# The reliability suite's long part (docs/reliability.md): PostgreSQL with two web processes
+# and two workers under load and repeated faults for SOAK_SECONDS, then the SQLite faults.
+# Needs PostgreSQL's server binaries, and root for the full-disk tmpfs. `make test` runs the
+# short form (tests/test_reliability.py).
+SOAK_SECONDS ?= 600
+soak: $(BIN)/.installed
+	$(BIN)/python -m tests.reliability.soak --seconds $(SOAK_SECONDS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm

@@ -610,6 +610,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         kind = {Conflict: "conflict", NotFound: "not found", InvalidInput: "invalid input"}
         print(f"{kind.get(type(error), 'error')}: {error}", file=sys.stderr)
         return 1
+    except db.UNAVAILABLE as error:
+        print(f"unavailable: {db.unavailable_reason(error)}; nothing was changed", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
     else:

@@ -10,11 +10,34 @@ from typing import Any
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The execution option that marks a transaction as one that only reads.
 READ_ONLY = "mentorlus_read_only"
+# What the database raises when it cannot serve at all (down, restarting, locked, full),
+# as opposed to refusing a statement; the transaction has been rolled back.
+UNAVAILABLE = (OperationalError, InterfaceError)
+
+
+def unavailable_cause(error: OperationalError | InterfaceError) -> str:
+    """Why the database cannot serve: locked, full or unreachable."""
+    text = str(error.orig).lower()
+    if "locked" in text:
+        return "locked"
+    if "full" in text:
+        return "full"
+    return "unreachable"
+
+
+def unavailable_reason(error: OperationalError | InterfaceError) -> str:
+    """The cause in words for a person (never the statement or its values)."""
+    return {
+        "locked": "the database is locked by another process",
+        "full": "the database's disk is full",
+        "unreachable": "the database cannot be reached",
+    }[unavailable_cause(error)]
 
 
 def make_engine(url: str) -> Engine:

@@ -25,7 +25,7 @@ import aiosmtplib
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from lifecycle import mailer
+from lifecycle import db, mailer
 from lifecycle.bootstrap import App
 from lifecycle.models import (
     ActionToken,
@@ -363,7 +363,16 @@ async def run(app: App, *, once: bool, stop: asyncio.Event | None = None) -> int
     handled = 0
     try:
         while stop is None or not stop.is_set():
-            claimed = await deliver_batch(app, connections)
+            try:
+                claimed = await deliver_batch(app, connections)
+            except db.UNAVAILABLE as error:
+                if once:
+                    raise
+                # Restarting, locked or full: every transaction rolled back; claimed rows
+                # come back when their lease ends. Wait, then go on.
+                log.warning("outbox: %s; trying again", db.unavailable_reason(error))
+                await _sleep(app.settings.delivery_poll_seconds, stop)
+                continue
             handled += claimed
             if not claimed:
                 if once:

@@ -17,7 +17,7 @@ from lifecycle import engine, outbox, queries
 from lifecycle.bootstrap import App
 from lifecycle.engine import Tx
 from lifecycle.errors import MentorlusError
-from lifecycle.models import Person, Timer
+from lifecycle.models import Case, Person, Timer
 from lifecycle.workflow import Context, TimerSpec
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,10 @@ def fire_due_timers(app: App) -> dict[str, int]:
 def fire_timer(app: App, timer_id: int) -> str | None:
     """Fire one timer if it is still pending: 'fired', 'skipped', or None (someone else did)."""
     with app.unit() as tx:
+        # The case is locked before its timer, the order of a person's step (the case, then
+        # its timers): the two wait for each other instead of deadlocking.
+        case_id = tx.session.scalar(select(Timer.case_id).where(Timer.id == timer_id))
+        tx.session.execute(select(Case.id).where(Case.id == case_id).with_for_update())
         query = select(Timer).where(Timer.id == timer_id, Timer.status == "pending")
         query = query.with_for_update(skip_locked=True)  # SQLite: BEGIN IMMEDIATE instead
         timer = tx.session.scalar(query)

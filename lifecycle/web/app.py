@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -10,18 +11,20 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import Headers
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lifecycle import db
 from lifecycle.bootstrap import App
 from lifecycle.models import LANGUAGES, TOPIC_LABELS
 from lifecycle.web import auth
 
 HERE = Path(__file__).parent
+log = logging.getLogger(__name__)
 # The largest request body taken: the longest form, an application, is a few KB even
 # percent-encoded; anything near this is not a person typing.
 MAX_BODY = 256 * 1024
@@ -146,6 +149,19 @@ async def invalid_request(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+async def database_unavailable(request: Request, error: Exception) -> Response:
+    """503 with the cause: the transaction was rolled back, so nothing is half-made."""
+    assert isinstance(error, db.UNAVAILABLE)
+    log.warning("%s %s: %s", request.method, request.url.path, db.unavailable_reason(error))
+    headers = {"Retry-After": "60"}
+    if request.url.path.startswith("/api/"):
+        detail = f"{db.unavailable_reason(error)}; nothing was changed, try again shortly"
+        return JSONResponse({"detail": detail}, status_code=503, headers=headers)
+    answer = page(request, "unavailable.html", status_code=503, cause=db.unavailable_cause(error))
+    answer.headers.update(headers)
+    return answer
+
+
 def create(core_app: App) -> FastAPI:
     """The web app for one App: pages, links, console, committee view and the JSON API."""
     # Imported here: the routers use this module's page helpers.
@@ -166,6 +182,8 @@ def create(core_app: App) -> FastAPI:
     )
     web.add_middleware(InputGuard)  # added last, so it runs first
     web.add_exception_handler(RequestValidationError, invalid_request)
+    for unavailable in db.UNAVAILABLE:
+        web.add_exception_handler(unavailable, database_unavailable)
     web.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     web.include_router(public.router)
     web.include_router(link_pages.router)
