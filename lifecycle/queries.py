@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy import case as when
+from sqlalchemy.orm import selectinload
 
 from lifecycle.engine import Tx, load_case
 from lifecycle.models import (
@@ -53,9 +54,14 @@ def list_cases(
     cases = tx.session.scalars(query).all()
     ids = [case.id for case in cases]
     subjects: dict[int, Application | Relation] = {}
-    for application in tx.session.scalars(select(Application).where(Application.case_id.in_(ids))):
+    # The people come in one query each, not one per case.
+    applications = select(Application).options(selectinload(Application.person))
+    for application in tx.session.scalars(applications.where(Application.case_id.in_(ids))):
         subjects[application.case_id] = application
-    for relation in tx.session.scalars(select(Relation).where(Relation.case_id.in_(ids))):
+    relations = select(Relation).options(
+        selectinload(Relation.mentor), selectinload(Relation.mentee)
+    )
+    for relation in tx.session.scalars(relations.where(Relation.case_id.in_(ids))):
         subjects[relation.case_id] = relation
     lang = tx.settings.language
     return [

@@ -18,9 +18,9 @@ from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from httpx import Response
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
-from lifecycle import intake, scenarios
+from lifecycle import intake, queries, scenarios
 from lifecycle.bootstrap import App
 from lifecycle.engine import load_case
 from lifecycle.models import (
@@ -1203,3 +1203,24 @@ def test_the_openapi_document_lists_the_api_and_nothing_else(web: TestClient) ->
         "/api/v1/cases/{ref}",
         "/api/v1/cases/{ref}/advance",
     }
+
+
+def test_the_case_list_reads_the_same_number_of_statements_for_any_number_of_cases(
+    app: App, clock: ManualClock
+) -> None:
+    mentor = "mari.mets@example.org"
+    list_mentor(app, clock, mentor, "Mari Mets")
+    statements: list[str] = []
+    event.listen(app.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    counts = []
+    for mentees in (2, 6):
+        for index in range(mentees):
+            scenarios.submit_request(
+                app, scenarios.mentee(f"m{mentees}-{index}@example.org", f"Jaan {index}", mentor)
+            )
+        statements.clear()
+        with app.read() as tx:
+            listed_cases = queries.list_cases(tx, workflow="mentoring")
+        counts.append(len(statements))
+        assert {case["mentee"] for case in listed_cases} >= {f"Jaan {i}" for i in range(mentees)}
+    assert counts[0] == counts[1], counts
