@@ -107,12 +107,19 @@ def _one_of(value: str, allowed: tuple[str, ...], *, key: str) -> str:
     return value
 
 
-def _secret_key(environ: Mapping[str, str]) -> bytes:
+def _secret_key(environ: Mapping[str, str], base_url: str) -> bytes:
     """The key that signs email links: from the environment, or a local file for development."""
     if key := environ.get("MENTORLUS_SECRET_KEY"):
         if len(key) < 32:
             raise ConfigError("MENTORLUS_SECRET_KEY must be at least 32 characters")
         return key.encode()
+    if base_url.startswith("https://"):
+        # A public site: a key file per checkout would differ between hosts and be lost with
+        # a redeploy, and every link in the mail already sent would stop working.
+        raise ConfigError(
+            f"MENTORLUS_SECRET_KEY must be set for a site served at {base_url} "
+            "(the key file is for development only)"
+        )
     # Development and the demo: one random key per checkout, kept out of git.
     path = PROJECT_ROOT / ".secret-key"
     if not path.exists():
@@ -189,7 +196,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         delivery_poll_seconds=float(get("delivery", "poll_seconds")),
         base_url=str(get("web", "base_url")).rstrip("/"),
         link_valid=timedelta(days=int(get("web", "link_valid_days"))),
-        secret_key=_secret_key(environ),
+        secret_key=_secret_key(environ, str(get("web", "base_url"))),
         sink_directory=Path(str(get("sink", "directory"))),
         intake_opens=tuple(_month_day(str(text)) for text in get("intake", "opens")),
         intake_open_hour=_hour(int(get("intake", "open_hour")), key="intake.open_hour"),

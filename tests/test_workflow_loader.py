@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lifecycle.bootstrap import REGISTRIES
-from lifecycle.config import PROJECT_ROOT, Settings, load_settings
+from lifecycle.config import PROJECT_ROOT, ConfigError, Settings, load_settings
 from lifecycle.emails import environment, render, sample_context
 from lifecycle.loader import load_workflow, load_workflows
 from lifecycle.workflow import WorkflowError
@@ -190,3 +190,13 @@ def test_timer_durations_can_be_overridden_in_config(settings: Settings) -> None
     )
     requested = load_workflows(faster, REGISTRIES)["mentoring"].state("requested")
     assert {t.name: t.after for t in requested.timers}["expire"] == timedelta(days=5)
+
+
+def test_a_site_served_over_https_needs_its_link_key_from_the_environment() -> None:
+    public = {"MENTORLUS_WEB__BASE_URL": "https://mentorlus.example.ee"}
+    with pytest.raises(ConfigError, match="MENTORLUS_SECRET_KEY must be set"):
+        load_settings(environ=public)
+    key = "k" * 40
+    settings = load_settings(environ={**public, "MENTORLUS_SECRET_KEY": key})
+    assert settings.secret_key == key.encode()
+    assert load_settings(environ={}).secret_key  # development: the key file
