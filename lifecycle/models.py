@@ -477,3 +477,14 @@ class PrivacyEvent(Base):
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
     # What was removed, as counts of rows per kind: never the removed values themselves.
     counts: Mapped[dict[str, Any]]
+
+
+class LoginFailure(Base):
+    """A failed staff login (console or API), counted per address and per client, in the
+    database so that every web process counts the same failures."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(400), index=True)  # email:… or client:…
+    at: Mapped[datetime]

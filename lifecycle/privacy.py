@@ -26,6 +26,7 @@ from lifecycle.models import (
     Case,
     CommitteeVote,
     Feedback,
+    LoginFailure,
     OutboxMessage,
     Person,
     PrivacyEvent,
@@ -231,6 +232,8 @@ def erase_person(
         assert subscriber is not None
         pseudonym = (subscriber.email, "")
     counts["links_revoked"] = _revoke_links(tx, person, subscriber)
+    # The throttle's record of failed logins names the address.
+    tx.session.execute(delete(LoginFailure).where(LoginFailure.key == f"email:{address}"))
     counts["emails_cancelled"] = _forget_mail(tx, address, person, pseudonym)
     tx.session.add(
         PrivacyEvent(

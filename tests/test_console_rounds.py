@@ -13,7 +13,7 @@ from sqlalchemy import select
 from lifecycle import bulk
 from lifecycle.bootstrap import App
 from lifecycle.models import IntakeRound
-from lifecycle.web import auth, console
+from lifecycle.web import auth
 from lifecycle.web.app import create
 from tests.conftest import COMMITTEE, COORDINATOR
 
@@ -25,7 +25,6 @@ CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 def web(app: App, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     """A browser logged in as the coordinator."""
     monkeypatch.setattr(auth, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024))
-    monkeypatch.setattr(console, "THROTTLE", auth.Throttle())
     with app.unit() as tx:
         auth.add_user(tx, name="Liis", email=COORDINATOR, role="coordinator", password=PASSWORD)
         auth.add_user(tx, name="Helle", email=COMMITTEE[0], role="committee", password=PASSWORD)

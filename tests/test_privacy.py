@@ -26,6 +26,7 @@ from lifecycle.models import (
     Base,
     Case,
     Feedback,
+    LoginFailure,
     OutboxMessage,
     Person,
     PrivacyEvent,
@@ -344,6 +345,8 @@ def test_a_coordinator_is_erased_only_with_force(
     app: App, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("MENTORLUS_DATABASE__URL", app.settings.database_url)
+    with app.unit() as tx:  # a failed login of theirs, kept by the throttle for a while
+        tx.session.add(LoginFailure(key=f"email:{COORDINATOR}", at=tx.now))
 
     assert main(["person", "erase", COORDINATOR]) == 1
     assert "refused (coordinator)" in capsys.readouterr().err
@@ -352,6 +355,7 @@ def test_a_coordinator_is_erased_only_with_force(
     assert json.loads(capsys.readouterr().out)["erased"] is True
     with app.unit() as tx:
         assert tx.session.scalars(select(Person).where(Person.role == "coordinator")).all() == []
+        assert tx.session.scalars(select(LoginFailure)).all() == []
 
 
 def test_erasing_twice_is_harmless(app: App, clock: ManualClock) -> None:

@@ -27,7 +27,7 @@ from lifecycle.cli import main
 from lifecycle.config import ConfigError, Settings, load_settings
 from lifecycle.disclosure import HIDDEN, Table, protect
 from lifecycle.scenarios import ManualClock
-from lifecycle.web import auth, console
+from lifecycle.web import auth
 from lifecycle.web.app import create
 from lifecycle.web.charts import bars, columns
 from tests.conftest import COMMITTEE, COORDINATOR, bring
@@ -419,7 +419,6 @@ def test_stacked_columns_draw_each_series_with_a_legend() -> None:
 @pytest.fixture
 def web(app: App, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     monkeypatch.setattr(auth, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024))
-    monkeypatch.setattr(console, "THROTTLE", auth.Throttle())
     with app.unit() as tx:
         auth.add_user(tx, name="Liis", email=COORDINATOR, role="coordinator", password=PASSWORD)
         auth.add_user(tx, name="Helle", email=COMMITTEE[0], role="committee", password=PASSWORD)

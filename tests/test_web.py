@@ -32,7 +32,7 @@ from lifecycle.models import (
     Person,
 )
 from lifecycle.scenarios import ManualClock
-from lifecycle.web import auth, console
+from lifecycle.web import auth
 from lifecycle.web.app import create
 from tests.conftest import COMMITTEE, COORDINATOR, bring, list_mentor
 
@@ -56,15 +56,10 @@ web_layer_only = pytest.mark.parametrize("backend", ["sqlite"])
 
 
 @pytest.fixture(autouse=True)
-def cheap_hashes_and_fresh_throttle(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Argon2 with small costs (the default takes ~0.4 s a hash here); a throttle per test.
-
-    The throttle lives in the web module for the life of the process, so without a fresh one
-    the failed logins of one test would lock out the next.
-    """
+def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2 with small costs (the default takes ~0.4 s a hash here)."""
     cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     monkeypatch.setattr(auth, "HASHER", cheap)
-    monkeypatch.setattr(console, "THROTTLE", auth.Throttle())
 
 
 @pytest.fixture
@@ -855,6 +850,27 @@ def test_after_five_wrong_passwords_even_the_right_one_is_refused(web: TestClien
     page = login(web, COORDINATOR)
     assert page.status_code == 429
     assert web.get("/console").status_code == 303
+
+
+def test_the_login_throttle_counts_across_web_processes_and_the_api_and_then_lifts(
+    app: App, clock: ManualClock, web: TestClient
+) -> None:
+    """Two web processes on one database, and the API's Basic login: one count for all."""
+    other_process = TestClient(create(app), follow_redirects=False)
+    for client in (web, web, other_process):
+        assert login(client, COORDINATOR, "vale-parool-12345").status_code == 401
+    api = TestClient(create(app))
+    for _ in range(2):
+        wrong = api.get("/api/v1/cases", auth=(COORDINATOR, "vale-parool-12345"))
+        assert wrong.status_code == 401
+
+    assert login(other_process, COORDINATOR).status_code == 429
+    refused = api.get("/api/v1/cases", auth=(COORDINATOR, PASSWORD))
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "900"
+
+    clock.advance(minutes=16)
+    assert login(web, COORDINATOR).status_code == 303
+    assert api.get("/api/v1/cases", auth=(COORDINATOR, PASSWORD)).status_code == 200
 
 
 @web_layer_only

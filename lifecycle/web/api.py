@@ -51,6 +51,7 @@ SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
 STAFF_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "no or wrong coordinator credentials"},
     403: {"model": Problem, "description": "not a coordinator"},
+    429: {"model": Problem, "description": "too many failed logins from here or for this address"},
 }
 CASE_ERRORS: dict[int | str, dict[str, Any]] = {
     **STAFF_ERRORS,
@@ -113,9 +114,19 @@ def coordinator(
     )
     if credentials is None:
         raise unauthorised
+    keys = auth.throttle_keys(request, credentials.username)
     with core(request).unit() as tx:
+        if auth.throttled(tx.session, keys, tx.now):
+            raise HTTPException(
+                status_code=429,
+                detail="too many failed logins; wait 15 minutes",
+                headers={"Retry-After": "900"},
+            )
         person = auth.find_login(tx.session, credentials.username)
-    if not auth.check_password(person, credentials.password):
+        right = auth.check_password(person, credentials.password)
+        if not right:
+            auth.login_failed(tx.session, keys, tx.now)
+    if not right:
         raise unauthorised
     assert person is not None
     if person.role != "coordinator":

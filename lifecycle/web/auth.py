@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import secrets
-import time
-from collections import defaultdict, deque
+from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import HTTPException, Request
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from lifecycle.engine import Tx
 from lifecycle.errors import InvalidInput
-from lifecycle.models import Person
+from lifecycle.models import LoginFailure, Person
 from lifecycle.services import CONTROL, email_address
 
 STAFF_ROLES = ("coordinator", "committee")
@@ -65,28 +64,29 @@ def check_password(person: Person | None, password: str) -> bool:
         return False
 
 
-class Throttle:
-    """At most `limit` failed logins per address and per client in `window` seconds.
+# At most this many failed logins per address and per client in the window; then 429.
+THROTTLE_LIMIT = 5
+THROTTLE_WINDOW = timedelta(minutes=15)
 
-    Kept in the web process: with several web processes each counts on its own.
-    """
 
-    def __init__(self, limit: int = 5, window: float = 900) -> None:
-        self.limit, self.window = limit, window
-        self.failures: dict[str, deque[float]] = defaultdict(deque)
+def throttle_keys(request: Request, email: str) -> tuple[str, str]:
+    client = request.client.host if request.client else "?"
+    return f"email:{email.strip().lower()[:300]}", f"client:{client}"
 
-    def _recent(self, key: str) -> deque[float]:
-        stamps, cutoff = self.failures[key], time.monotonic() - self.window
-        while stamps and stamps[0] < cutoff:
-            stamps.popleft()
-        return stamps
 
-    def blocked(self, *keys: str) -> bool:
-        return any(len(self._recent(key)) >= self.limit for key in keys)
+def throttled(session: Session, keys: tuple[str, ...], now: datetime) -> bool:
+    """Too many recent failures for the address or the client (every web process counts)."""
+    recent = (
+        select(LoginFailure.key, func.count())
+        .where(LoginFailure.key.in_(keys), LoginFailure.at > now - THROTTLE_WINDOW)
+        .group_by(LoginFailure.key)
+    )
+    return any(count >= THROTTLE_LIMIT for _, count in session.execute(recent))
 
-    def failed(self, *keys: str) -> None:
-        for key in keys:
-            self._recent(key).append(time.monotonic())
+
+def login_failed(session: Session, keys: tuple[str, ...], now: datetime) -> None:
+    session.execute(delete(LoginFailure).where(LoginFailure.at <= now - THROTTLE_WINDOW))
+    session.add_all(LoginFailure(key=key, at=now) for key in keys)
 
 
 def csrf_token(request: Request) -> str:

@@ -28,7 +28,6 @@ from lifecycle.web.charts import report_charts
 from lifecycle.web.diagram import svg
 
 router = APIRouter(prefix="/console", include_in_schema=False)
-THROTTLE = auth.Throttle()
 
 
 def _staff(request: Request, *roles: str) -> Person:
@@ -60,26 +59,26 @@ def login(
     next: Annotated[str, Form()] = "/console",
 ) -> Response:
     auth.check_csrf(request, csrf)
-    client = request.client.host if request.client else "?"
-    keys = (f"email:{email.strip().lower()}", f"client:{client}")
+    keys = auth.throttle_keys(request, email)
     values = {"email": email, "next": next}
-    if THROTTLE.blocked(*keys):
-        return page(
-            request,
-            "login.html",
-            status_code=429,
-            values=values,
-            errors={"form": "too many failed attempts; wait 15 minutes"},
-        )
     with core(request).unit() as tx:
+        if auth.throttled(tx.session, keys, tx.now):
+            return page(
+                request,
+                "login.html",
+                status_code=429,
+                values=values,
+                errors={"form": "too many failed attempts; wait 15 minutes"},
+            )
         person = auth.find_login(tx.session, email)
         ok = (
             auth.check_password(person, password)
             and person is not None
             and person.role in auth.STAFF_ROLES
         )
+        if not ok:
+            auth.login_failed(tx.session, keys, tx.now)
     if not ok or person is None:
-        THROTTLE.failed(*keys)
         return page(
             request,
             "login.html",
