@@ -51,10 +51,19 @@ def fire_due_timers(app: App) -> dict[str, int]:
 def fire_timer(app: App, timer_id: int) -> str | None:
     """Fire one timer if it is still pending: 'fired', 'skipped', or None (someone else did)."""
     with app.unit() as tx:
-        # The case is locked before its timer, the order of a person's step (the case, then
-        # its timers): the two wait for each other instead of deadlocking.
-        case_id = tx.session.scalar(select(Timer.case_id).where(Timer.id == timer_id))
-        tx.session.execute(select(Case.id).where(Case.id == case_id).with_for_update())
+        found = tx.session.execute(
+            select(Timer.case_id, Timer.state, Timer.name, Case.workflow)
+            .join(Case, Case.id == Timer.case_id)
+            .where(Timer.id == timer_id)
+        ).one_or_none()
+        if found is None:
+            return None
+        case_id, state, name, workflow = found
+        if _steps(tx, workflow, state, name):
+            # A timer that moves its case locks the case before the timer, the order of a
+            # person's step (the case, then its timers): the two wait for each other instead
+            # of deadlocking. A timer that only sends mail leaves the case alone.
+            tx.session.execute(select(Case.id).where(Case.id == case_id).with_for_update())
         query = select(Timer).where(Timer.id == timer_id, Timer.status == "pending")
         query = query.with_for_update(skip_locked=True)  # SQLite: BEGIN IMMEDIATE instead
         timer = tx.session.scalar(query)
@@ -64,6 +73,12 @@ def fire_timer(app: App, timer_id: int) -> str | None:
         timer.status, timer.finished_at, timer.note = result, tx.now, note
         log.info("timer %s %s on case %s: %s %s", timer.id, timer.name, timer.case_id, result, note)
         return result
+
+
+def _steps(tx: Tx, workflow: str, state: str, name: str) -> bool:
+    """Whether the timer fires a step on its case (rather than only sending mail)."""
+    timers = tx.workflows[workflow].state(state).timers
+    return any(spec.name == name and spec.trigger for spec in timers)
 
 
 def _fire(tx: Tx, timer: Timer) -> tuple[str, str]:

@@ -71,7 +71,9 @@ THROTTLE_WINDOW = timedelta(minutes=15)
 
 def throttle_keys(request: Request, email: str) -> tuple[str, str]:
     client = request.client.host if request.client else "?"
-    return f"email:{email.strip().lower()[:300]}", f"client:{client}"
+    # Whatever was typed, the key is storable text (PostgreSQL refuses NUL, for one).
+    typed = "".join(char for char in email.strip().lower() if char.isprintable())
+    return f"email:{typed[:300]}", f"client:{client}"
 
 
 def throttled(session: Session, keys: tuple[str, ...], now: datetime) -> bool:
