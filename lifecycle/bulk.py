@@ -31,10 +31,9 @@ def subscribe(tx: Tx, *, email: str, language: str) -> Subscriber:
     tx.session.flush()
     token = links.issue(
         tx.session,
-        tx.settings,
-        action="confirm_subscription",
-        now=tx.now,
-        subscriber_id=subscriber.id,
+        links.token_row(
+            tx.settings, action="confirm_subscription", now=tx.now, subscriber_id=subscriber.id
+        ),
     )
     tx.session.flush()
     # Personal mail, not bulk: it goes out even to an address that once unsubscribed.
@@ -47,7 +46,7 @@ def subscribe(tx: Tx, *, email: str, language: str) -> Subscriber:
         language=language,
         person_id=None,
         now=tx.now,
-        token=token,
+        token_id=token.id,
         case_id=None,
         event_id=None,
         refs=None,

@@ -1,5 +1,7 @@
 """Named effects: what a step records besides the state, run inside the step's transaction.
 
+They write through `lifecycle.rows`: directly, with the loaded objects kept up to date.
+
 An effect may refuse (raise Refused); the transaction then leaves everything as it was.
 """
 
@@ -7,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from lifecycle import rows
 from lifecycle.errors import Refused
 from lifecycle.guards import interview_held
 from lifecycle.models import (
@@ -53,8 +56,7 @@ def verify_evidence(ctx: Context) -> None:
     if not items:
         raise Refused(f"the application declares no {kind} evidence", rule="evidence")
     for item in items:
-        item.verified_by_id = _actor_id(ctx)
-        item.verified_at = ctx.now
+        rows.change(ctx.session, item, verified_by_id=_actor_id(ctx), verified_at=ctx.now)
 
 
 def schedule_interview(ctx: Context) -> None:
@@ -81,16 +83,18 @@ def schedule_interview(ctx: Context) -> None:
                 f"{email} is not a member of the evaluation committee", rule="committee_member"
             )
     for seat in list(application.votes):
-        ctx.session.delete(seat)
-    application.votes.clear()
-    ctx.session.flush()
-    application.votes.extend(
-        CommitteeVote(application_id=application.id, member_id=found[email].id) for email in emails
+        rows.remove(ctx.session, seat, of=(application, "votes"))
+    for email in emails:
+        seat = CommitteeVote(application_id=application.id, member_id=found[email].id)
+        rows.add(ctx.session, seat, to=(application, "votes"))
+    rows.change(
+        ctx.session,
+        application,
+        interview_sequence=application.interview_sequence
+        + (application.interview_at is not None),  # a moved interview is an update
+        interview_at=ctx.values["interview_at"],
+        interview_place=ctx.values["place"],
     )
-    if application.interview_at is not None:
-        application.interview_sequence += 1
-    application.interview_at = ctx.values["interview_at"]
-    application.interview_place = ctx.values["place"]
     ctx.refs.update(sequence=application.interview_sequence)
 
 
@@ -104,9 +108,7 @@ def record_vote(ctx: Context) -> None:
         refusal = interview_held(ctx)
         if refusal:
             raise Refused(refusal, rule="interview_held")
-    seat.vote = vote
-    seat.notes = ctx.values.get("notes", "")
-    seat.voted_at = ctx.now
+    rows.change(ctx.session, seat, vote=vote, notes=ctx.values.get("notes", ""), voted_at=ctx.now)
 
 
 # -- mentoring relation -----------------------------------------------------------------------
@@ -120,9 +122,9 @@ def add_meeting(ctx: Context) -> None:
         place=ctx.values.get("place", ""),
         notes=ctx.values.get("notes", ""),
         sequence=0,
+        cancelled_at=None,
     )
-    relation.meetings.append(meeting)
-    ctx.session.flush()
+    rows.add(ctx.session, meeting, to=(relation, "meetings"))
     ctx.refs.update(meeting_id=meeting.id, sequence=0)
 
 
@@ -137,25 +139,24 @@ def _planned_meeting(ctx: Context) -> Meeting:
 
 def move_meeting(ctx: Context) -> None:
     meeting = _planned_meeting(ctx)
-    meeting.starts_at = ctx.values["starts_at"]
-    meeting.place = ctx.values["place"]
-    meeting.sequence += 1
+    rows.change(
+        ctx.session,
+        meeting,
+        starts_at=ctx.values["starts_at"],
+        place=ctx.values["place"],
+        sequence=meeting.sequence + 1,
+    )
     ctx.refs.update(meeting_id=meeting.id, sequence=meeting.sequence)
 
 
 def cancel_meeting(ctx: Context) -> None:
     meeting = _planned_meeting(ctx)
-    meeting.cancelled_at = ctx.now
-    meeting.sequence += 1
+    rows.change(ctx.session, meeting, cancelled_at=ctx.now, sequence=meeting.sequence + 1)
     ctx.refs.update(meeting_id=meeting.id, sequence=meeting.sequence, method="CANCEL")
 
 
 def record_goes_on(ctx: Context) -> None:
-    relation = _relation(ctx)
-    if _party(ctx) == "mentor":
-        relation.mentor_goes_on_at = ctx.now
-    else:
-        relation.mentee_goes_on_at = ctx.now
+    rows.change(ctx.session, _relation(ctx), **{f"{_party(ctx)}_goes_on_at": ctx.now})
 
 
 def draft_agreement(ctx: Context) -> None:
@@ -167,22 +168,24 @@ def draft_agreement(ctx: Context) -> None:
     if not values["confidentiality"]:
         raise Refused("the agreement must guarantee confidentiality", rule="confidentiality")
     draft = relation.agreements[-1] if relation.agreements else None
+    terms = {
+        "question": values.get("question") or (draft.question if draft else relation.question),
+        "goal": values["goal"],
+        "starts_on": values["starts_on"],
+        "ends_on": values["ends_on"],
+        "meeting_rhythm": values["meeting_rhythm"],
+        "fee": values.get("fee", ""),
+        "confidentiality": True,
+        "drafted_at": ctx.now,
+    }
     if draft is None:
-        draft = Agreement(relation_id=relation.id, version=1, question=relation.question)
-        relation.agreements.append(draft)
-    else:
-        # A changed draft must be signed again by both.
-        for signature in list(draft.signatures):
-            ctx.session.delete(signature)
-        draft.signatures.clear()
-    draft.question = values.get("question") or draft.question
-    draft.goal = values["goal"]
-    draft.starts_on = values["starts_on"]
-    draft.ends_on = values["ends_on"]
-    draft.meeting_rhythm = values["meeting_rhythm"]
-    draft.fee = values.get("fee", "")
-    draft.confidentiality = True
-    draft.drafted_at = ctx.now
+        draft = Agreement(relation_id=relation.id, version=1, **terms)
+        rows.add(ctx.session, draft, to=(relation, "agreements"))
+        return
+    # A changed draft must be signed again by both.
+    for signature in list(draft.signatures):
+        rows.remove(ctx.session, signature, of=(draft, "signatures"))
+    rows.change(ctx.session, draft, **terms)
 
 
 def sign_agreement(ctx: Context) -> None:
@@ -195,38 +198,38 @@ def sign_agreement(ctx: Context) -> None:
         raise Refused(
             f"the {party} has already signed version {current.version}", rule="already_signed"
         )
-    current.signatures.append(Signature(agreement_id=current.id, party=party, signed_at=ctx.now))
+    signature = Signature(agreement_id=current.id, party=party, signed_at=ctx.now)
+    rows.add(ctx.session, signature, to=(current, "signatures"))
 
 
 def reframe_agreement(ctx: Context) -> None:
     relation = _relation(ctx)
     previous = relation.agreements[-1]
-    relation.agreements.append(
-        Agreement(
-            relation_id=relation.id,
-            version=previous.version + 1,
-            question=ctx.values["question"],
-            goal=ctx.values.get("goal") or previous.goal,
-            starts_on=previous.starts_on,
-            ends_on=previous.ends_on,
-            meeting_rhythm=previous.meeting_rhythm,
-            fee=previous.fee,
-            confidentiality=True,
-            drafted_at=ctx.now,
-        )
+    reframed = Agreement(
+        relation_id=relation.id,
+        version=previous.version + 1,
+        question=ctx.values["question"],
+        goal=ctx.values.get("goal") or previous.goal,
+        starts_on=previous.starts_on,
+        ends_on=previous.ends_on,
+        meeting_rhythm=previous.meeting_rhythm,
+        fee=previous.fee,
+        confidentiality=True,
+        drafted_at=ctx.now,
     )
+    rows.add(ctx.session, reframed, to=(relation, "agreements"))
 
 
 def record_outcome(ctx: Context) -> None:
-    _relation(ctx).outcome = ctx.values["outcome"]
+    rows.change(ctx.session, _relation(ctx), outcome=ctx.values["outcome"])
 
 
 def record_not_continued(ctx: Context) -> None:
-    _relation(ctx).outcome = "not_continued"
+    rows.change(ctx.session, _relation(ctx), outcome="not_continued")
 
 
 def record_cancelled(ctx: Context) -> None:
-    _relation(ctx).outcome = "cancelled"
+    rows.change(ctx.session, _relation(ctx), outcome="cancelled")
 
 
 def record_feedback(ctx: Context) -> None:
@@ -243,15 +246,14 @@ def record_feedback(ctx: Context) -> None:
     rating = ctx.values["rating"]
     if not 1 <= rating <= 5:
         raise Refused("the rating is from 1 to 5", rule="rating")
-    ctx.session.add(
-        Feedback(
-            relation_id=relation.id,
-            person_id=ctx.actor.id,
-            rating=rating,
-            comment=ctx.values.get("comment", ""),
-            given_at=ctx.now,
-        )
+    feedback = Feedback(
+        relation_id=relation.id,
+        person_id=ctx.actor.id,
+        rating=rating,
+        comment=ctx.values.get("comment", ""),
+        given_at=ctx.now,
     )
+    rows.add(ctx.session, feedback)
 
 
 EFFECTS: dict[str, Effect] = {

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy.orm import Session, joinedload
-from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.orm.attributes import set_committed_value
 
-from lifecycle import outbox, timers
+from lifecycle import outbox, rows, timers
 from lifecycle.config import Settings
 from lifecycle.errors import Conflict, NotFound, Refused
 from lifecycle.models import (
@@ -26,6 +26,7 @@ from lifecycle.models import (
     Case,
     Person,
     Relation,
+    table,
 )
 from lifecycle.workflow import Context, TransitionSpec, Workflow
 
@@ -51,18 +52,23 @@ def parse_ref(ref: str) -> tuple[str, int]:
     return workflows.get(prefix, ""), int(number)
 
 
+# The subject and its people come with the case: every step reads them. So do the mentor's
+# profile (the request's guards) and the meetings (reminders count from the first one),
+# joined: a lazy load costs several times the join.
+_LOADED_WITH = {
+    APPLICATION: (joinedload(Case.application).joinedload(Application.person),),
+    MENTORING: (
+        joinedload(Case.relation).joinedload(Relation.mentor).joinedload(Person.profile),
+        joinedload(Case.relation).joinedload(Relation.mentee),
+        joinedload(Case.relation).joinedload(Relation.meetings),
+    ),
+}
+_LOADED_WITH[""] = _LOADED_WITH[APPLICATION] + _LOADED_WITH[MENTORING]  # a bare number
+
+
 def load_case(tx: Tx, ref: str) -> tuple[Case, Application | Relation]:
     workflow, case_id = parse_ref(ref)
-    # The subject and its people come with the case: every step reads them.
-    subjects = {
-        APPLICATION: [joinedload(Case.application).joinedload(Application.person)],
-        MENTORING: [
-            joinedload(Case.relation).joinedload(Relation.mentor),
-            joinedload(Case.relation).joinedload(Relation.mentee),
-        ],
-    }
-    options = subjects.get(workflow) or [option for both in subjects.values() for option in both]
-    case = tx.session.get(Case, case_id, options=options)
+    case = tx.session.get(Case, case_id, options=_LOADED_WITH[workflow])
     if case is None or (workflow and case.workflow != workflow):
         raise NotFound(f"no case {ref}")
     return case, case.subject
@@ -95,40 +101,92 @@ def _comment(ctx: Context) -> str:
     return " — ".join(parts)
 
 
+@dataclass(frozen=True)
+class Step:
+    """The audit event a step wrote."""
+
+    id: int
+    case_id: int
+    trigger: str
+    from_state: str | None
+    to_state: str
+
+
+_EVENTS = table(AuditEvent)
+_CASES = table(Case)
+_INSERT_EVENT = insert(_EVENTS).returning(_EVENTS.c.id)
+# The version read when the case was loaded must still be there: otherwise someone else
+# changed the case in between, and this step changes nothing.
+_WRITE_CASE = (
+    update(_CASES)
+    .where(_CASES.c.id == bindparam("case_id"), _CASES.c.version == bindparam("seen_version"))
+    .values(
+        state=bindparam("new_state"),
+        version=bindparam("new_version"),
+        updated_at=bindparam("now"),
+        state_entered_at=bindparam("entered_at"),
+        entry_event_id=bindparam("entry_event"),
+    )
+)
+
+
 def _record(
     tx: Tx, ctx: Context, workflow: Workflow, spec: TransitionSpec, from_state: str | None
-) -> AuditEvent:
+) -> Step:
     case = ctx.case
-    moved = case.state != from_state
-    if from_state is not None:
-        case.version += 1  # every step, even one that keeps the state: a stale page conflicts
-    case.updated_at = tx.now
-    if moved:
-        case.state_entered_at = tx.now
-    # Inserted on its own, before the case is written: the case then takes its state and
-    # its entry event in one UPDATE, and the event comes back without a flush.
-    with tx.session.no_autoflush:
-        event = tx.session.scalars(
-            insert(AuditEvent).returning(AuditEvent),
-            [
-                {
-                    "case_id": case.id,
-                    "at": tx.now,
-                    "actor_id": ctx.actor.id if ctx.actor else None,
-                    "actor_role": _acting_role(ctx, spec),
-                    "trigger": spec.trigger,
-                    "from_state": from_state,
-                    "to_state": case.state,
-                    "comment": _comment(ctx),
-                }
-            ],
-        ).one()
-    if moved:
-        case.entry_event_id = event.id
-    timers.reconcile(ctx, workflow, new_entry=moved)
-    emails = spec.emails + (workflow.state(case.state).emails if moved else ())
-    outbox.enqueue(ctx, event, emails)
-    tx.session.flush()
+    to_state = spec.dest or case.state
+    moved = to_state != from_state
+    connection = tx.session.connection()
+    event = Step(
+        id=connection.execute(
+            _INSERT_EVENT,
+            {
+                "case_id": case.id,
+                "at": tx.now,
+                "actor_id": ctx.actor.id if ctx.actor else None,
+                "actor_role": _acting_role(ctx, spec),
+                "trigger": spec.trigger,
+                "from_state": from_state,
+                "to_state": to_state,
+                "comment": _comment(ctx),
+            },
+        ).scalar_one(),
+        case_id=case.id,
+        trigger=spec.trigger,
+        from_state=from_state,
+        to_state=to_state,
+    )
+    written = {
+        "state": to_state,
+        # Every step, even one that keeps the state: a page showing the old version conflicts.
+        "version": case.version + (from_state is not None),
+        "updated_at": tx.now,
+        "state_entered_at": tx.now if moved else case.state_entered_at,
+        "entry_event_id": event.id if moved else case.entry_event_id,
+    }
+    result = connection.execute(
+        _WRITE_CASE,
+        {
+            "case_id": case.id,
+            "seen_version": case.version,
+            "new_state": written["state"],
+            "new_version": written["version"],
+            "now": written["updated_at"],
+            "entered_at": written["state_entered_at"],
+            "entry_event": written["entry_event_id"],
+        },
+    )
+    if result.rowcount != 1:
+        raise Conflict(
+            f"case {case.ref} was changed by someone else at the same time; reload it and try again"
+        )
+    # The row is written: the loaded case shows it without writing it again.
+    for key, value in written.items():
+        set_committed_value(case, key, value)
+    tx.session.flush()  # what the effect changed, which the timers and emails may read
+    timers.reconcile(ctx, workflow, new_entry=moved, new_case=from_state is None)
+    emails = spec.emails + (workflow.state(to_state).emails if moved else ())
+    outbox.enqueue(ctx, event.id, emails)
     return event
 
 
@@ -145,7 +203,7 @@ def open_case(
     actor: Person,
     roles: frozenset[str],
     values: dict[str, Any] | None = None,
-) -> tuple[Case, AuditEvent]:
+) -> tuple[Case, Step]:
     """Start a case with the workflow's start step, after its role and guards allow it."""
     start = workflow.start
     case = Case(
@@ -164,11 +222,9 @@ def open_case(
             reason = workflow.registries.guards[name](ctx)
             if reason:
                 raise Refused(reason, rule=name)
-    tx.session.add(case)
-    tx.session.flush()
+    rows.add(tx.session, case)
     subject.case_id = case.id
-    tx.session.add(subject)
-    tx.session.flush()
+    rows.add(tx.session, subject)
     event = _record(tx, ctx, workflow, start, None)
     return case, event
 
@@ -176,22 +232,21 @@ def open_case(
 def advance(
     tx: Tx,
     *,
-    ref: str,
+    case: Case,
     trigger: str,
     actor: Person | None,
     values: dict[str, Any] | None = None,
     override_reason: str = "",
     expected_version: int | None = None,
-) -> AuditEvent:
-    """Fire one trigger on a case; refusals and conflicts raise and change nothing."""
-    case, subject = load_case(tx, ref)
+) -> Step:
+    """Fire one trigger on a loaded case; refusals and conflicts raise and change nothing."""
     if expected_version is not None and case.version != expected_version:
         raise Conflict(
             f"case {case.ref} was changed by someone else: it is now '{case.state}' "
             f"(version {case.version}, you saw {expected_version})"
         )
     workflow = tx.workflows[case.workflow]
-    roles = roles_on(subject, actor)
+    subject = case.subject
     ctx = Context(
         tx.session,
         tx.settings,
@@ -199,15 +254,10 @@ def advance(
         case,
         subject,
         actor,
-        roles,
+        roles_on(subject, actor),
         dict(values or {}),
         override_reason.strip(),
     )
-    from_state, case_ref = case.state, case.ref
-    try:
-        spec = workflow.fire(ctx, trigger)
-        return _record(tx, ctx, workflow, spec, from_state)
-    except StaleDataError:
-        raise Conflict(
-            f"case {case_ref} was changed by someone else at the same time; reload it and try again"
-        ) from None
+    from_state = case.state
+    spec = workflow.fire(ctx, trigger)
+    return _record(tx, ctx, workflow, spec, from_state)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from lifecycle.directory import taken_places
 from lifecycle.intake import current_round, next_round
@@ -27,15 +27,30 @@ def _relation(ctx: Context) -> Relation:
     return ctx.subject
 
 
+# Built once and run on the connection: a request checks them, and through the ORM each
+# would cost several times its query.
+_LISTING_STATE = (
+    select(Case.state)
+    .join(Application, Application.case_id == Case.id)
+    .where(Application.person_id == bindparam("person_id"))
+    .order_by(Application.id.desc())
+    .limit(1)
+)
+_OPEN_REQUESTS = (
+    select(func.count())
+    .select_from(Relation)
+    .join(Case, Relation.case_id == Case.id)
+    .where(
+        Relation.mentee_id == bindparam("mentee_id"),
+        Case.state == "requested",
+        Relation.id != bindparam("relation_id"),
+    )
+)
+
+
 def mentor_listing_state(ctx: Context, person_id: int) -> str | None:
     """The state of the person's newest application: listed, paused, retired, ..."""
-    return ctx.session.scalar(
-        select(Case.state)
-        .join(Application, Application.case_id == Case.id)
-        .where(Application.person_id == person_id)
-        .order_by(Application.id.desc())
-        .limit(1)
-    )
+    return ctx.session.connection().scalar(_LISTING_STATE, {"person_id": person_id})
 
 
 def _profile(person: Person) -> MentorProfile | None:
@@ -180,15 +195,8 @@ def master_for_manager_mentee(ctx: Context) -> str | None:
 def one_open_request(ctx: Context) -> str | None:
     relation = _relation(ctx)
     limit = ctx.settings.max_open_requests
-    open_requests = ctx.session.scalar(
-        select(func.count())
-        .select_from(Relation)
-        .join(Case, Relation.case_id == Case.id)
-        .where(
-            Relation.mentee_id == relation.mentee_id,
-            Case.state == "requested",
-            Relation.id != (relation.id or 0),
-        )
+    open_requests = ctx.session.connection().scalar(
+        _OPEN_REQUESTS, {"mentee_id": relation.mentee_id, "relation_id": relation.id or 0}
     )
     if (open_requests or 0) < limit:
         return None

@@ -109,7 +109,7 @@ def _fire(tx: Tx, timer: Timer) -> tuple[str, str]:
         timer.status = "fired"
         savepoint = tx.session.begin_nested()
         try:
-            engine.advance(tx, ref=case.ref, trigger=spec.trigger, actor=None)
+            engine.advance(tx, case=case, trigger=spec.trigger, actor=None)
         except MentorlusError as refusal:
             savepoint.rollback()
             return "skipped", f"'{spec.trigger}' was refused: {refusal}"

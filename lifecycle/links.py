@@ -13,6 +13,7 @@ import hmac
 import re
 import secrets
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -39,8 +40,14 @@ def _signature(token: ActionToken, key: bytes) -> str:
     return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def issue(
-    session: Session,
+def issue(session: Session, row: dict[str, Any]) -> ActionToken:
+    """A new token row (from `token_row`), in the caller's transaction."""
+    token = ActionToken(**row)
+    session.add(token)
+    return token
+
+
+def token_row(
     settings: Settings,
     *,
     action: str,
@@ -49,20 +56,18 @@ def issue(
     subscriber_id: int | None = None,
     case_id: int | None = None,
     valid_for: timedelta | None = None,
-) -> ActionToken:
-    """A new token row, in the caller's transaction."""
-    token = ActionToken(
-        id=secrets.token_urlsafe(18),
-        person_id=person_id,
-        subscriber_id=subscriber_id,
-        case_id=case_id,
-        action=action,
-        created_at=now,
-        expires_at=now + (valid_for or settings.link_valid),
-        used_at=None,
-    )
-    session.add(token)
-    return token
+) -> dict[str, Any]:
+    """The values of a new token: for `issue`, or for inserting many in one statement."""
+    return {
+        "id": secrets.token_urlsafe(18),
+        "person_id": person_id,
+        "subscriber_id": subscriber_id,
+        "case_id": case_id,
+        "action": action,
+        "created_at": now,
+        "expires_at": now + (valid_for or settings.link_valid),
+        "used_at": None,
+    }
 
 
 def url(token: ActionToken, settings: Settings) -> str:

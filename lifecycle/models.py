@@ -14,6 +14,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -90,6 +91,14 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[str]: JSON}
+
+
+def table(model: type[Base]) -> Table:
+    """A model's table, for the statements of the transition path.
+
+    Every step runs them, and through the ORM each costs several times what the SQL does.
+    """
+    return Base.metadata.tables[model.__tablename__]
 
 
 class Person(Base):

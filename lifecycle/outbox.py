@@ -14,11 +14,11 @@ from lifecycle.config import Settings
 from lifecycle.models import (
     ActionToken,
     Application,
-    AuditEvent,
     OutboxMessage,
     Person,
     Relation,
     Subscriber,
+    table,
 )
 from lifecycle.workflow import Context, Email
 
@@ -47,40 +47,49 @@ def recipients(ctx: Context, to: tuple[str, ...]) -> list[Person]:
     return list(people.values())
 
 
-def enqueue(ctx: Context, event: AuditEvent, emails: tuple[Email, ...]) -> None:
+_TOKENS = table(ActionToken)
+_MESSAGES = table(OutboxMessage)
+
+
+def enqueue(ctx: Context, event_id: int, emails: tuple[Email, ...]) -> None:
     """Queue each email once per reader for this step: the key makes a repeat a no-op."""
+    tokens = []
     rows = []
     for email in emails:
         for person in recipients(ctx, email.to):
-            token = None
+            token_id = None
             if email.link is not None:
-                token = links.issue(
-                    ctx.session,
+                token = links.token_row(
                     ctx.settings,
                     action=email.link,
                     now=ctx.now,
                     person_id=person.id,
                     case_id=ctx.case.id,
                 )
+                tokens.append(token)
+                token_id = token["id"]
             rows.append(
                 _row(
                     ctx.settings,
-                    key=f"{ctx.case.id}:{event.id}:{email.template}:{person.id}",
+                    key=f"{ctx.case.id}:{event_id}:{email.template}:{person.id}",
                     template=email.template,
                     to=(person.email, person.name),
                     language=person.language,
                     person_id=person.id,
                     now=ctx.now,
-                    token=token,
+                    token_id=token_id,
                     case_id=ctx.case.id,
-                    event_id=event.id,
+                    event_id=event_id,
                     refs=dict(ctx.refs, calendar=True) if email.calendar else ctx.refs,
                     bulk=False,
                 )
             )
+    # Multi-row INSERTs: every step writes mail, and a row at a time is most of its cost.
+    connection = ctx.session.connection()
+    if tokens:
+        connection.execute(insert(_TOKENS), tokens)
     if rows:
-        # One multi-row INSERT: every step writes mail, and a row at a time is most of its cost.
-        ctx.session.execute(insert(OutboxMessage), rows)
+        connection.execute(insert(_MESSAGES), rows)
 
 
 def add(
@@ -100,7 +109,8 @@ def add(
     token = None
     if link is not None:
         token = links.issue(
-            session, settings, action=link, now=now, person_id=person.id, case_id=case_id
+            session,
+            links.token_row(settings, action=link, now=now, person_id=person.id, case_id=case_id),
         )
     return queue(
         session,
@@ -111,7 +121,7 @@ def add(
         language=person.language,
         person_id=person.id,
         now=now,
-        token=token,
+        token_id=token.id if token else None,
         case_id=case_id,
         event_id=event_id,
         refs=refs,
@@ -133,27 +143,22 @@ def add_bulk(
     if isinstance(reader, Person):
         if reader.bulk_opt_out_at is not None:
             return None
-        to, person_id = (reader.email, reader.name), reader.id
-        token = links.issue(
-            session,
-            settings,
-            action="unsubscribe",
-            now=now,
-            person_id=reader.id,
-            valid_for=UNSUBSCRIBE_VALID,
-        )
+        to, person_id, subscriber_id = (reader.email, reader.name), reader.id, None
     else:
         if reader.unsubscribed_at is not None or reader.confirmed_at is None:
             return None
-        to, person_id = (reader.email, ""), None
-        token = links.issue(
-            session,
+        to, person_id, subscriber_id = (reader.email, ""), None, reader.id
+    token = links.issue(
+        session,
+        links.token_row(
             settings,
             action="unsubscribe",
             now=now,
-            subscriber_id=reader.id,
+            person_id=person_id,
+            subscriber_id=subscriber_id,
             valid_for=UNSUBSCRIBE_VALID,
-        )
+        ),
+    )
     return queue(
         session,
         settings,
@@ -163,7 +168,7 @@ def add_bulk(
         language=reader.language,
         person_id=person_id,
         now=now,
-        token=token,
+        token_id=token.id if token else None,
         case_id=None,
         event_id=None,
         refs=refs,
@@ -188,7 +193,7 @@ def queue(
     language: str,
     person_id: int | None,
     now: datetime,
-    token: ActionToken | None,
+    token_id: str | None,
     case_id: int | None,
     event_id: int | None,
     refs: dict[str, Any] | None,
@@ -203,7 +208,7 @@ def queue(
             language=language,
             person_id=person_id,
             now=now,
-            token=token,
+            token_id=token_id,
             case_id=case_id,
             event_id=event_id,
             refs=refs,
@@ -223,7 +228,7 @@ def _row(
     language: str,
     person_id: int | None,
     now: datetime,
-    token: ActionToken | None,
+    token_id: str | None,
     case_id: int | None,
     event_id: int | None,
     refs: dict[str, Any] | None,
@@ -241,7 +246,7 @@ def _row(
         "language": language,
         "bulk": bulk,
         "refs": dict(refs or {}),
-        "link_token_id": token.id if token else None,
+        "link_token_id": token_id,
         # uuid4 draws from the OS: make_msgid uses the random module, which a seeded
         # process (tests, or any library that seeds it) would make repeat.
         "message_id": f"<{uuid.uuid4().hex}@{settings.from_address.rpartition('@')[2]}>",

@@ -10,9 +10,10 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
+from sqlalchemy.orm import joinedload
 
-from lifecycle import engine
+from lifecycle import engine, rows
 from lifecycle.engine import Tx
 from lifecycle.errors import InvalidInput, NotFound, Refused
 from lifecycle.intake import current_round
@@ -25,7 +26,6 @@ from lifecycle.models import (
     MENTORING,
     TOPICS,
     Application,
-    AuditEvent,
     Case,
     Credential,
     Evidence,
@@ -135,22 +135,32 @@ def _choice(data: Mapping[str, Any], key: str, allowed: tuple[str, ...], default
     return str(value)
 
 
+# Built once: a step looks up its people by email.
+_PERSON_BY_EMAIL = select(Person).where(Person.email == bindparam("email"))
+# A request's guards read the mentor's profile.
+_MENTOR_BY_EMAIL = _PERSON_BY_EMAIL.options(joinedload(Person.profile))
+
+
 def upsert_person(tx: Tx, data: Mapping[str, Any]) -> Person:
     """The person with this email, created or brought up to date from what they typed."""
     email = email_address(data)
-    person = tx.session.scalar(select(Person).where(Person.email == email))
+    typed = {
+        "name": _text(data, "name"),
+        "language": _choice(data, "language", LANGUAGES, tx.settings.language),
+        "organisation": _text(data, "organisation", required=False),
+        "region": _text(data, "region", required=False, limit=REGION_LIMIT),
+    }
+    person = tx.session.scalar(_PERSON_BY_EMAIL, {"email": email})
     if person is None:
-        person = Person(email=email, created_at=tx.now, role=None)
-        tx.session.add(person)
-    person.name = _text(data, "name")
-    person.language = _choice(data, "language", LANGUAGES, tx.settings.language)
-    person.organisation = _text(data, "organisation", required=False)
-    person.region = _text(data, "region", required=False, limit=REGION_LIMIT)
+        return rows.add(tx.session, Person(email=email, created_at=tx.now, role=None, **typed))
+    changed = {key: value for key, value in typed.items() if getattr(person, key) != value}
+    if changed:
+        rows.change(tx.session, person, **changed)
     return person
 
 
-def person_by_email(tx: Tx, email: str) -> Person:
-    person = tx.session.scalar(select(Person).where(Person.email == email.strip().lower()))
+def person_by_email(tx: Tx, email: str, *, query: Select[Person] = _PERSON_BY_EMAIL) -> Person:
+    person = tx.session.scalar(query, {"email": email.strip().lower()})
     if person is None:
         raise NotFound(f"no person with the email {email}")
     return person
@@ -215,7 +225,7 @@ def submit_application(tx: Tx, *, data: Mapping[str, Any], actor_email: str | No
     degree = f"{profile.degree_level} in {profile.degree_field or '—'}"
     if profile.degree_in_social_work:
         degree += " (social work)"
-    application.evidence = [
+    evidence = [
         Evidence(kind="degree", declared=degree, document_name=documents.get("degree")),
         Evidence(
             kind="experience",
@@ -239,6 +249,9 @@ def submit_application(tx: Tx, *, data: Mapping[str, Any], actor_email: str | No
         actor=actor,
         roles=engine.roles_on(application, actor),
     )
+    for item in evidence:
+        item.application_id = application.id
+        rows.add(tx.session, item, to=(application, "evidence"))
     return case
 
 
@@ -269,9 +282,8 @@ def _credentials(data: Mapping[str, Any]) -> list[Credential]:
 
 def submit_request(tx: Tx, *, data: Mapping[str, Any], actor_email: str | None = None) -> Case:
     """A mentee asks a listed mentor for mentoring on one topic and one concrete question."""
-    mentor = person_by_email(tx, email_address(data, "mentor"))
+    mentor = person_by_email(tx, email_address(data, "mentor"), query=_MENTOR_BY_EMAIL)
     mentee = upsert_person(tx, data)
-    tx.session.flush()
     actor = person_by_email(tx, actor_email) if actor_email else mentee
     relation = Relation(
         mentor_id=mentor.id,
@@ -303,15 +315,24 @@ def advance_case(
     values: Mapping[str, Any] | None = None,
     override_reason: str = "",
     expected_version: int | None = None,
-) -> AuditEvent:
+) -> engine.Step:
     """Advance a case as the person with this email (None: the system, as timers do)."""
-    actor = person_by_email(tx, actor_email) if actor_email else None
+    case, subject = engine.load_case(tx, ref)
     return engine.advance(
         tx,
-        ref=ref,
+        case=case,
         trigger=trigger,
-        actor=actor,
+        actor=_acting(tx, subject, actor_email) if actor_email else None,
         values=dict(values or {}),
         override_reason=override_reason,
         expected_version=expected_version,
+    )
+
+
+def _acting(tx: Tx, subject: Application | Relation, email: str) -> Person:
+    """The person with this email: one of the case's own, loaded with it, or anyone else."""
+    address = email.strip().lower()
+    own = (subject.mentor, subject.mentee) if isinstance(subject, Relation) else (subject.person,)
+    return next((person for person in own if person.email == address), None) or person_by_email(
+        tx, email
     )

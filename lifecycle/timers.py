@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, time
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
-from lifecycle.models import Application, Relation, Timer
+from lifecycle.models import Application, Relation, Timer, table
 from lifecycle.workflow import Anchor, Context, Workflow
 
 # Dates without a time (the agreement's end) count from this local hour.
@@ -39,7 +40,33 @@ ANCHORS: dict[str, Anchor] = {
 }
 
 
-def reconcile(ctx: Context, workflow: Workflow, *, new_entry: bool) -> None:
+_TIMERS = table(Timer)
+_CANCEL_OTHER_ENTRIES = (
+    update(_TIMERS)
+    .where(
+        _TIMERS.c.case_id == bindparam("of_case"),
+        _TIMERS.c.status == "pending",
+        _TIMERS.c.entry_event_id != bindparam("current_entry"),
+    )
+    .values(status="cancelled", finished_at=bindparam("now"))
+)
+_OF_THIS_ENTRY = select(_TIMERS.c.id, _TIMERS.c.name, _TIMERS.c.due_at, _TIMERS.c.status).where(
+    _TIMERS.c.case_id == bindparam("of_case"),
+    _TIMERS.c.entry_event_id == bindparam("current_entry"),
+)
+_SET_STATUS = (
+    update(_TIMERS)
+    .where(_TIMERS.c.id == bindparam("timer_id"))
+    .values(status=bindparam("new_status"), finished_at=bindparam("finished"))
+)
+_INSERT = insert(_TIMERS)
+
+
+def _status(timer_id: int, status: str, finished: datetime | None) -> dict[str, Any]:
+    return {"timer_id": timer_id, "new_status": status, "finished": finished}
+
+
+def reconcile(ctx: Context, workflow: Workflow, *, new_entry: bool, new_case: bool) -> None:
     """Cancel the pending timers the case no longer needs; create the ones its state declares.
 
     Timers belong to one entry into a state (the case's entry event): leaving the state
@@ -59,49 +86,36 @@ def reconcile(ctx: Context, workflow: Workflow, *, new_entry: bool) -> None:
         )
         if anchor is not None:
             desired[(spec.name, anchor + spec.after)] = spec
-    ctx.session.execute(
-        update(Timer)
-        .where(
-            Timer.case_id == case.id,
-            Timer.status == "pending",
-            Timer.entry_event_id != case.entry_event_id,
-        )
-        .values(status="cancelled", finished_at=ctx.now)
-    )
-    existing: dict[tuple[str, datetime], Timer] = {}
+    connection = ctx.session.connection()
+    entry = {"of_case": case.id, "current_entry": case.entry_event_id}
+    if not new_case:  # a new case has no timers yet
+        connection.execute(_CANCEL_OTHER_ENTRIES, {**entry, "now": ctx.now})
+    kept: set[tuple[str, datetime]] = set()
     started = set()  # repeating timers that already run in this entry
+    changes = []
     if not new_entry:  # a step within the state: this entry's timers may have to move
-        current = ctx.session.scalars(
-            select(Timer).where(
-                Timer.case_id == case.id, Timer.entry_event_id == case.entry_event_id
-            )
-        )
-        for timer in current:
+        for timer in connection.execute(_OF_THIS_ENTRY, entry):
             if timer.name in repeating:
                 started.add(timer.name)
             elif (timer.name, timer.due_at) in desired:
-                existing[(timer.name, timer.due_at)] = timer
+                kept.add((timer.name, timer.due_at))
+                if timer.status == "cancelled":  # an anchor moved back to where it was
+                    changes.append(_status(timer.id, "pending", None))
             elif timer.status == "pending":
-                timer.status = "cancelled"
-                timer.finished_at = ctx.now
-    rows = []
-    for name, due_at in desired:
-        if name in started:
-            continue
-        kept = existing.get((name, due_at))
-        if kept is None:
-            rows.append(
-                {
-                    "case_id": case.id,
-                    "entry_event_id": case.entry_event_id,
-                    "state": case.state,
-                    "name": name,
-                    "due_at": due_at,
-                    "status": "pending",
-                }
-            )
-        elif kept.status == "cancelled":  # an anchor moved back to where it was
-            kept.status = "pending"
-            kept.finished_at = None
+                changes.append(_status(timer.id, "cancelled", ctx.now))
+    if changes:
+        connection.execute(_SET_STATUS, changes)
+    rows = [
+        {
+            "case_id": case.id,
+            "entry_event_id": case.entry_event_id,
+            "state": case.state,
+            "name": name,
+            "due_at": due_at,
+            "status": "pending",
+        }
+        for name, due_at in desired
+        if name not in started and (name, due_at) not in kept
+    ]
     if rows:
-        ctx.session.execute(insert(Timer), rows)
+        connection.execute(_INSERT, rows)

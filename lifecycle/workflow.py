@@ -64,6 +64,13 @@ class Context:
     refs: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class Position:
+    """What the shared machine moves: a case's state."""
+
+    state: str
+
+
 Guard = Callable[[Context], str | None]  # returns the reason it refuses, or None
 Effect = Callable[[Context], None]
 Anchor = Callable[[Context], datetime | None]
@@ -149,7 +156,10 @@ class Workflow:
         return list(seen.values())
 
     def fire(self, ctx: Context, trigger: str) -> TransitionSpec:
-        """Move ctx.case by trigger, or raise Refused naming the rule; returns the step taken."""
+        """The step trigger takes from ctx.case's state, or Refused naming the rule.
+
+        The step's dest is the new state (None: the state stays).
+        """
         state = ctx.case.state
         candidates = [t for t in self.transitions if t.trigger == trigger and state in t.sources]
         if not candidates:
@@ -174,10 +184,13 @@ class Workflow:
         ctx.values = parse_fields(spec.fields, ctx.values, ctx.settings)
         if spec.effect:
             self.registries.effects[spec.effect](ctx)
-        if not self.machine.events[trigger].trigger(ctx.case, ctx=ctx):
+        # The machine moves a stand-in: the engine writes the case's row itself and then
+        # shows the new state on the loaded case, which so never has changes to flush.
+        position = Position(state)
+        if not self.machine.events[trigger].trigger(position, ctx=ctx):
             guard, reason = self.first_refusal(ctx, candidates)
             raise Refused(reason, rule=guard)
-        moved_to = None if ctx.case.state == state else ctx.case.state
+        moved_to = None if position.state == state else position.state
         return next(t for t in candidates if t.dest == moved_to)
 
     def first_refusal(self, ctx: Context, candidates: list[TransitionSpec]) -> tuple[str, str]:

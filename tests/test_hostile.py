@@ -503,12 +503,14 @@ def issued(
             subscriber_id = bulk.subscribe(tx, email=email, language="et").id
         token = links.issue(
             tx.session,
-            tx.settings,
-            action=kind,
-            now=tx.now,
-            person_id=person_id,
-            subscriber_id=subscriber_id,
-            case_id=case_id,
+            links.token_row(
+                tx.settings,
+                action=kind,
+                now=tx.now,
+                person_id=person_id,
+                subscriber_id=subscriber_id,
+                case_id=case_id,
+            ),
         )
         url = links.url(token, tx.settings)
     return url.removeprefix(app.settings.base_url), f"/act/{ref}/{kind}" if ref else None

@@ -174,11 +174,13 @@ def _queue_fresh_link(tx: Tx, old: ActionToken) -> None:
     assert subscriber is not None
     token = links.issue(
         tx.session,
-        tx.settings,
-        action=old.action,
-        now=tx.now,
-        subscriber_id=subscriber.id,
-        valid_for=outbox.UNSUBSCRIBE_VALID if old.action == "unsubscribe" else None,
+        links.token_row(
+            tx.settings,
+            action=old.action,
+            now=tx.now,
+            subscriber_id=subscriber.id,
+            valid_for=outbox.UNSUBSCRIBE_VALID if old.action == "unsubscribe" else None,
+        ),
     )
     outbox.queue(
         tx.session,
@@ -189,7 +191,7 @@ def _queue_fresh_link(tx: Tx, old: ActionToken) -> None:
         language=subscriber.language,
         person_id=None,
         now=tx.now,
-        token=token,
+        token_id=token.id,
         case_id=None,
         event_id=None,
         refs=None,
