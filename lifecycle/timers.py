@@ -41,12 +41,14 @@ ANCHORS: dict[str, Anchor] = {
 
 
 _TIMERS = table(Timer)
+# The other entries are the older ones (event ids grow). Said so, SQLite searches the case's
+# timers by the unique index; with "!=" it walked every pending timer of every case.
 _CANCEL_OTHER_ENTRIES = (
     update(_TIMERS)
     .where(
         _TIMERS.c.case_id == bindparam("of_case"),
+        _TIMERS.c.entry_event_id < bindparam("current_entry"),
         _TIMERS.c.status == "pending",
-        _TIMERS.c.entry_event_id != bindparam("current_entry"),
     )
     .values(status="cancelled", finished_at=bindparam("now"))
 )

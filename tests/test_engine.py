@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.exc import DBAPIError
 
 from lifecycle import engine, outbox, scenarios, services
@@ -231,3 +231,43 @@ def test_a_long_reading_transaction_never_holds_up_a_step(app: App, clock: Manua
     assert seen == ["submitted", "submitted"]
     with app.read() as tx:
         assert engine.load_case(tx, ref)[0].state == "eligibility"
+
+
+def test_every_statement_of_a_mentoring_lifecycle_searches_by_its_case_or_row(
+    app: App, clock: ManualClock
+) -> None:
+    """No step's statement walks a whole table or every pending timer or email.
+
+    Such a statement is fast in a test and grows with every case in production: the cancel
+    of a case's timers once searched the index of all pending timers (20,000 relations made
+    an accept five times slower).
+    """
+    if app.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's query plans; PostgreSQL plans by its statistics")
+    ref = _listed_mentor_and_request(app, clock)
+    issued: dict[str, Any] = {}
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().startswith(("SELECT", "UPDATE", "DELETE")):
+            issued.setdefault(statement, parameters)
+
+    event.listen(app.engine, "before_cursor_execute", record)
+    try:
+        scenarios.bring_relation(app, clock, ref, "closed", mentor=MENTOR, mentee_email=MENTEE)
+    finally:
+        event.remove(app.engine, "before_cursor_execute", record)
+    assert len(issued) > 10
+    with app.engine.connect() as connection:
+        for statement, parameters in issued.items():
+            plan = [
+                row[3]
+                for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            ]
+            walks = [
+                step
+                for step in plan
+                if step.startswith("SCAN")
+                or "ix_timers_status_due" in step
+                or "ix_outbox_status_next" in step
+            ]
+            assert not walks, f"{statement}\n→ {plan}"
