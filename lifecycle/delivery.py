@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import aiosmtplib
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from lifecycle import db, mailer
@@ -37,6 +37,7 @@ from lifecycle.models import (
     OutboxMessage,
     Person,
     Relation,
+    table,
 )
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,20 @@ def classify(error: BaseException) -> Outcome:
 Result = tuple[int, int, Outcome]  # message id, attempts, outcome
 
 
+_OUTBOX = table(OutboxMessage)
+# Built once: every few messages are marked sent.
+_MARK_SENT = (
+    update(_OUTBOX)
+    .where(
+        _OUTBOX.c.id.in_(bindparam("ids", expanding=True)),
+        _OUTBOX.c.claim_token == bindparam("held_by"),
+    )
+    .values(
+        status="sent", sent_at=bindparam("now"), last_error="", lease_until=None, claim_token=None
+    )
+)
+
+
 def mark(app: App, claimed: Claim, results: list[Result]) -> None:
     """Record what happened to messages in one transaction, where this claim still holds them.
 
@@ -200,10 +215,8 @@ def mark(app: App, claimed: Claim, results: list[Result]) -> None:
     sent = [message_id for message_id, _, outcome in results if outcome.status == "sent"]
     with app.unit() as tx:
         if sent:
-            tx.session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_(sent), *held)
-                .values(status="sent", sent_at=now, last_error="", **released)
+            tx.session.connection().execute(
+                _MARK_SENT, {"ids": sent, "held_by": claimed.token, "now": now}
             )
         for message_id, attempts, outcome in results:
             if outcome.status == "sent":
