@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -54,8 +54,9 @@ def parse_ref(ref: str) -> tuple[str, int]:
 
 # The subject and its people come with the case: every step reads them. So do the mentor's
 # profile (the request's guards) and the meetings (reminders count from the first one),
-# joined: a lazy load costs several times the join.
-_LOADED_WITH = {
+# joined: a lazy load costs several times the join. Built once: session.get() would build
+# the statement and its options on every step.
+_SUBJECT = {
     APPLICATION: (joinedload(Case.application).joinedload(Application.person),),
     MENTORING: (
         joinedload(Case.relation).joinedload(Relation.mentor).joinedload(Person.profile),
@@ -63,12 +64,19 @@ _LOADED_WITH = {
         joinedload(Case.relation).joinedload(Relation.meetings),
     ),
 }
-_LOADED_WITH[""] = _LOADED_WITH[APPLICATION] + _LOADED_WITH[MENTORING]  # a bare number
+_LOAD = {
+    workflow: select(Case).options(*options).where(Case.id == bindparam("case_id"))
+    for workflow, options in (
+        *_SUBJECT.items(),
+        ("", (*_SUBJECT[APPLICATION], *_SUBJECT[MENTORING])),
+    )
+}
 
 
 def load_case(tx: Tx, ref: str) -> tuple[Case, Application | Relation]:
     workflow, case_id = parse_ref(ref)
-    case = tx.session.get(Case, case_id, options=_LOADED_WITH[workflow])
+    found = tx.session.execute(_LOAD[workflow], {"case_id": case_id}).unique()
+    case = found.scalar_one_or_none()
     if case is None or (workflow and case.workflow != workflow):
         raise NotFound(f"no case {ref}")
     return case, case.subject

@@ -271,3 +271,33 @@ def test_every_statement_of_a_mentoring_lifecycle_searches_by_its_case_or_row(
                 or "ix_outbox_status_next" in step
             ]
             assert not walks, f"{statement}\n→ {plan}"
+
+
+def test_each_step_writes_its_case_row_once_and_loads_no_more_than_it_needs(
+    app: App, clock: ManualClock
+) -> None:
+    """The transition path's cost is its statements: a flush or a lazy load creeping back
+    in shows here as a second UPDATE of the case or a step with more statements."""
+    ref = _listed_mentor_and_request(app, clock)
+    steps: list[list[str]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        steps[-1].append(statement.lstrip())
+
+    event.listen(app.engine, "before_cursor_execute", record)
+    original = scenarios.step
+
+    def counted(*args: Any, **kwargs: Any) -> None:
+        steps.append([])
+        original(*args, **kwargs)
+
+    try:
+        scenarios.step = counted  # type: ignore[assignment]
+        scenarios.bring_relation(app, clock, ref, "closed", mentor=MENTOR, mentee_email=MENTEE)
+    finally:
+        scenarios.step = original  # type: ignore[assignment]
+        event.remove(app.engine, "before_cursor_execute", record)
+    assert len(steps) == 8  # accept … close
+    for statements in steps:
+        assert sum(s.startswith("UPDATE cases") for s in statements) == 1, statements
+        assert len(statements) <= 11, statements
