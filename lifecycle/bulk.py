@@ -39,18 +39,15 @@ def subscribe(tx: Tx, *, email: str, language: str) -> Subscriber:
     # Personal mail, not bulk: it goes out even to an address that once unsubscribed.
     outbox.queue(
         tx.session,
-        tx.settings,
-        key=f"subscribe:{subscriber.id}:{token.id}",
-        template="subscription_confirm",
-        to=(address, ""),
-        language=language,
-        person_id=None,
-        now=tx.now,
-        token_id=token.id,
-        case_id=None,
-        event_id=None,
-        refs=None,
-        bulk=False,
+        outbox.row(
+            tx.settings,
+            key=f"subscribe:{subscriber.id}:{token.id}",
+            template="subscription_confirm",
+            to=(address, ""),
+            language=language,
+            now=tx.now,
+            token_id=token.id,
+        ),
     )
     return subscriber
 

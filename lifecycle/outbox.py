@@ -69,7 +69,7 @@ def enqueue(ctx: Context, event_id: int, emails: tuple[Email, ...]) -> None:
                 tokens.append(token)
                 token_id = token["id"]
             rows.append(
-                _row(
+                row(
                     ctx.settings,
                     key=f"{ctx.case.id}:{event_id}:{email.template}:{person.id}",
                     template=email.template,
@@ -81,7 +81,6 @@ def enqueue(ctx: Context, event_id: int, emails: tuple[Email, ...]) -> None:
                     case_id=ctx.case.id,
                     event_id=event_id,
                     refs=dict(ctx.refs, calendar=True) if email.calendar else ctx.refs,
-                    bulk=False,
                 )
             )
     # Multi-row INSERTs: every step writes mail, and a row at a time is most of its cost.
@@ -114,18 +113,19 @@ def add(
         )
     return queue(
         session,
-        settings,
-        key=key,
-        template=template,
-        to=(person.email, person.name),
-        language=person.language,
-        person_id=person.id,
-        now=now,
-        token_id=token.id if token else None,
-        case_id=case_id,
-        event_id=event_id,
-        refs=refs,
-        bulk=False,
+        row(
+            settings,
+            key=key,
+            template=template,
+            to=(person.email, person.name),
+            language=person.language,
+            person_id=person.id,
+            now=now,
+            token_id=token.id if token else None,
+            case_id=case_id,
+            event_id=event_id,
+            refs=refs,
+        ),
     )
 
 
@@ -161,18 +161,18 @@ def add_bulk(
     )
     return queue(
         session,
-        settings,
-        key=key,
-        template=template,
-        to=to,
-        language=reader.language,
-        person_id=person_id,
-        now=now,
-        token_id=token.id if token else None,
-        case_id=None,
-        event_id=None,
-        refs=refs,
-        bulk=True,
+        row(
+            settings,
+            key=key,
+            template=template,
+            to=to,
+            language=reader.language,
+            person_id=person_id,
+            now=now,
+            token_id=token.id if token else None,
+            refs=refs,
+            bulk=True,
+        ),
     )
 
 
@@ -183,57 +183,29 @@ def exists(session: Session, key: str) -> bool:
     )
 
 
-def queue(
-    session: Session,
-    settings: Settings,
-    *,
-    key: str,
-    template: str,
-    to: tuple[str, str],
-    language: str,
-    person_id: int | None,
-    now: datetime,
-    token_id: str | None,
-    case_id: int | None,
-    event_id: int | None,
-    refs: dict[str, Any] | None,
-    bulk: bool,
-) -> OutboxMessage:
-    message = OutboxMessage(
-        **_row(
-            settings,
-            key=key,
-            template=template,
-            to=to,
-            language=language,
-            person_id=person_id,
-            now=now,
-            token_id=token_id,
-            case_id=case_id,
-            event_id=event_id,
-            refs=refs,
-            bulk=bulk,
-        )
-    )
+def queue(session: Session, values: dict[str, Any]) -> OutboxMessage:
+    """A new outbox row (from `row`), in the caller's transaction."""
+    message = OutboxMessage(**values)
     session.add(message)
     return message
 
 
-def _row(
+def row(
     settings: Settings,
     *,
     key: str,
     template: str,
     to: tuple[str, str],
     language: str,
-    person_id: int | None,
     now: datetime,
-    token_id: str | None,
-    case_id: int | None,
-    event_id: int | None,
-    refs: dict[str, Any] | None,
-    bulk: bool,
+    person_id: int | None = None,
+    token_id: str | None = None,
+    case_id: int | None = None,
+    event_id: int | None = None,
+    refs: dict[str, Any] | None = None,
+    bulk: bool = False,
 ) -> dict[str, Any]:
+    """The values of a new outbox row: for `queue`, or for inserting many in one statement."""
     email, name = to
     return {
         "idempotency_key": key,

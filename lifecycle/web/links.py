@@ -184,18 +184,15 @@ def _queue_fresh_link(tx: Tx, old: ActionToken) -> None:
     )
     outbox.queue(
         tx.session,
-        tx.settings,
-        key=key,
-        template="fresh_link",
-        to=(subscriber.email, ""),
-        language=subscriber.language,
-        person_id=None,
-        now=tx.now,
-        token_id=token.id,
-        case_id=None,
-        event_id=None,
-        refs=None,
-        bulk=False,
+        outbox.row(
+            tx.settings,
+            key=key,
+            template="fresh_link",
+            to=(subscriber.email, ""),
+            language=subscriber.language,
+            now=tx.now,
+            token_id=token.id,
+        ),
     )
 
 
