@@ -20,18 +20,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
+from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, make_url, text
 
 from lifecycle import bootstrap, db, scenarios
 from lifecycle.bootstrap import App
 from lifecycle.config import Settings, load_settings
 from lifecycle.scenarios import ManualClock
+from lifecycle.web import auth
+from lifecycle.web.app import create
 
 PG_URL = os.environ.get("MENTORLUS_TEST_DATABASE_URL")
 START = datetime(2026, 9, 1, 7, 0, tzinfo=UTC)
 
 COORDINATOR = "liis.lepik@esta.example"
 COMMITTEE = ["helle.hein@esta.example", "toomas.tuul@esta.example", "sirje.saar@esta.example"]
+STAFF_PASSWORD = "pikk-parool-2026"
 
 
 @pytest.fixture(scope="session")
@@ -114,6 +119,21 @@ def app(settings: Settings, clock: ManualClock) -> Iterator[App]:
 
 
 # -- cases through the real steps, by the staff above ----------------------------------------
+
+
+@pytest.fixture
+def web(app: App, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    """The web app, with COORDINATOR and COMMITTEE[0] as users (STAFF_PASSWORD); not logged in."""
+    monkeypatch.setattr(auth, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024))
+    with app.unit() as tx:
+        auth.add_user(
+            tx, name="Liis", email=COORDINATOR, role="coordinator", password=STAFF_PASSWORD
+        )
+        auth.add_user(
+            tx, name="Helle", email=COMMITTEE[0], role="committee", password=STAFF_PASSWORD
+        )
+    with TestClient(create(app), follow_redirects=False) as client:
+        yield client
 
 
 def bring(app: App, clock: ManualClock, ref: str, state: str, email: str) -> None:

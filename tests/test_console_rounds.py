@@ -3,40 +3,24 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from lifecycle import bulk
 from lifecycle.bootstrap import App
 from lifecycle.models import IntakeRound
-from lifecycle.web import auth
-from lifecycle.web.app import create
-from tests.conftest import COMMITTEE, COORDINATOR
+from tests.conftest import COMMITTEE, COORDINATOR, STAFF_PASSWORD
 
-PASSWORD = "pikk-parool-2026"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-@pytest.fixture
-def web(app: App, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    """A browser logged in as the coordinator."""
-    monkeypatch.setattr(auth, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024))
-    with app.unit() as tx:
-        auth.add_user(tx, name="Liis", email=COORDINATOR, role="coordinator", password=PASSWORD)
-        auth.add_user(tx, name="Helle", email=COMMITTEE[0], role="committee", password=PASSWORD)
-    with TestClient(create(app), follow_redirects=False) as client:
-        yield client
 
 
 def login(client: TestClient, email: str) -> str:
     token = CSRF.search(client.get("/console/login").text)
     assert token
     client.post(
-        "/console/login", data={"csrf": token.group(1), "email": email, "password": PASSWORD}
+        "/console/login", data={"csrf": token.group(1), "email": email, "password": STAFF_PASSWORD}
     )
     found = CSRF.search(client.get("/").text)
     assert found

@@ -12,13 +12,11 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
 from lifecycle import bootstrap, intake, reports, scenarios
@@ -27,12 +25,9 @@ from lifecycle.cli import main
 from lifecycle.config import ConfigError, Settings, load_settings
 from lifecycle.disclosure import HIDDEN, Table, protect
 from lifecycle.scenarios import ManualClock
-from lifecycle.web import auth
-from lifecycle.web.app import create
 from lifecycle.web.charts import bars, columns
-from tests.conftest import COMMITTEE, COORDINATOR, bring
+from tests.conftest import COMMITTEE, COORDINATOR, STAFF_PASSWORD, bring
 
-PASSWORD = "aruanded-2026-parool"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 M1, M2, M3, M4 = (
     "mari.mets@example.org",
@@ -416,21 +411,11 @@ def test_stacked_columns_draw_each_series_with_a_legend() -> None:
 # -- the console page, the CSV and the CLI --------------------------------------------------
 
 
-@pytest.fixture
-def web(app: App, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    monkeypatch.setattr(auth, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024))
-    with app.unit() as tx:
-        auth.add_user(tx, name="Liis", email=COORDINATOR, role="coordinator", password=PASSWORD)
-        auth.add_user(tx, name="Helle", email=COMMITTEE[0], role="committee", password=PASSWORD)
-    with TestClient(create(app), follow_redirects=False) as client:
-        yield client
-
-
 def login(client: TestClient, email: str) -> None:
     token = CSRF.search(client.get("/console/login").text)
     assert token
     answer = client.post(
-        "/console/login", data={"csrf": token.group(1), "email": email, "password": PASSWORD}
+        "/console/login", data={"csrf": token.group(1), "email": email, "password": STAFF_PASSWORD}
     )
     assert answer.status_code == 303
 
