@@ -323,7 +323,9 @@ class Agreement(Base):
     confidentiality: Mapped[bool] = mapped_column(Boolean)
     drafted_at: Mapped[datetime]
 
-    signatures: Mapped[list[Signature]] = relationship(order_by="Signature.id")
+    # Who signed is read with the agreement (a sign step reads both): one query, not two.
+    # A select(Agreement) therefore needs .unique().
+    signatures: Mapped[list[Signature]] = relationship(order_by="Signature.id", lazy="joined")
     __table_args__ = (UniqueConstraint("relation_id", "version"),)
 
     def signed_by(self, party: str) -> bool:

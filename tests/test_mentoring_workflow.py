@@ -153,7 +153,7 @@ def agreements_of(tx: Tx, ref: str) -> list[Agreement]:
             select(Agreement)
             .where(Agreement.relation_id == relation_of(tx, ref).id)
             .order_by(Agreement.version)
-        )
+        ).unique()
     )
 
 
