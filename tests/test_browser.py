@@ -19,7 +19,6 @@ import asyncio
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -52,6 +51,7 @@ from lifecycle.models import ActionToken
 from lifecycle.scenarios import ManualClock
 from lifecycle.web.auth import add_user
 from tests.conftest import COMMITTEE, COORDINATOR, bring, list_mentor
+from tests.processes import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 # The flags that keep Chromium off the network it cannot reach here (env/machines/python.md).
@@ -101,12 +101,6 @@ def new_page(browser: Browser) -> Iterator[Callable[[], Page]]:
     yield make
     for context in contexts:
         context.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

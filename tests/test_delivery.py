@@ -16,13 +16,11 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -48,6 +46,7 @@ from lifecycle.errors import InvalidInput
 from lifecycle.models import Application, OutboxMessage, Person, Relation
 from lifecycle.scenarios import ManualClock
 from tests.conftest import COMMITTEE, COORDINATOR, bring, list_mentor
+from tests.processes import free_port, wait_until
 
 MENTOR = "tonu.ounapuu@example.org"
 MENTOR_NAME = "Tõnu Õunapuu"
@@ -112,13 +111,6 @@ class Sink:
 
     def message_ids(self) -> Counter[str]:
         return Counter(str(mail["Message-ID"]) for mail in self.messages())
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -264,17 +256,6 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [str(WORKER), "worker"], env=env, stdout=output, stderr=subprocess.STDOUT
         )
-
-
-def wait_until(
-    condition: Callable[[], bool], *, timeout: float, what: str, every: float = 0.05
-) -> None:
-    """Poll in real time (the workers are other processes with the real clock)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
 
 
 def stop(worker: subprocess.Popen[bytes]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
@@ -42,6 +41,7 @@ from lifecycle.models import (
 from lifecycle.scenarios import ManualClock
 from lifecycle.sink import start as start_sink
 from tests.conftest import COMMITTEE, COORDINATOR, START, list_mentor
+from tests.processes import free_port
 
 ZONE = ZoneInfo("Europe/Tallinn")
 AUGUST = datetime(2026, 8, 10, 12, 0, tzinfo=UTC)
@@ -169,13 +169,6 @@ def application_round(app: App, ref: str) -> int | None:
         found = tx.session.scalar(select(Application).where(Application.case_id == case.id))
         assert found is not None
         return found.intake_round_id
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def deliver(app: App) -> int:

@@ -14,7 +14,6 @@ import io
 import json
 import logging
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -40,6 +39,7 @@ from lifecycle.models import ActionToken, OutboxMessage, Relation
 from lifecycle.scenarios import ManualClock
 from lifecycle.web.app import create
 from tests.conftest import COMMITTEE, COORDINATOR
+from tests.processes import free_port
 
 MENTOR, MENTEE = "liina.laas@example.org", "peeter.puu@example.org"
 QUESTION = "Saladus-Q: kuidas toime tulla läbipõlemisega meeskonnas?"
@@ -90,13 +90,6 @@ def capture(settings: Settings, *, format: str, level: str = "INFO") -> io.Strin
 
 def json_lines(stream: io.StringIO) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 # -- the format ------------------------------------------------------------------------------

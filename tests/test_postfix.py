@@ -21,9 +21,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -35,7 +34,8 @@ from aiosmtpd.controller import Controller
 from lifecycle import delivery
 from lifecycle.bootstrap import App
 from lifecycle.config import Settings
-from tests.test_delivery import count_status, free_port, outbox_rows, queue_bulk
+from tests.processes import free_port, wait_until
+from tests.test_delivery import count_status, outbox_rows, queue_bulk
 
 POSTFIX = Path("/usr/sbin/postfix")
 POSTQUEUE = Path("/usr/sbin/postqueue")
@@ -195,14 +195,6 @@ def process_alive(pid: int) -> bool:
 def port_open(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture
