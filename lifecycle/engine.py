@@ -114,7 +114,6 @@ class Step:
     """The audit event a step wrote."""
 
     id: int
-    case_id: int
     trigger: str
     from_state: str | None
     to_state: str
@@ -159,7 +158,6 @@ def _record(
                 "comment": _comment(ctx),
             },
         ).scalar_one(),
-        case_id=case.id,
         trigger=spec.trigger,
         from_state=from_state,
         to_state=to_state,
