@@ -4,9 +4,11 @@ A claim is one short transaction (FOR UPDATE SKIP LOCKED on PostgreSQL; on SQLit
 BEGIN IMMEDIATE transaction makes it atomic) that stamps the rows with a claim token and
 a lease, so several workers never take the same row. A worker does not start a send its
 lease might not cover, and marks a row only while its token still holds it: a row whose
-lease ran out belongs to the worker that took it over. A worker that dies leaves its rows
-'sending' until the lease ends; the one window for a duplicate is a crash between the
-server's acceptance and the mark — at most the messages in flight at that moment.
+lease ran out belongs to the worker that took it over. When the database refuses the mark
+(locked, full, restarting), the worker stops sending, keeps the outcomes and records them
+before it claims anything else. A worker that dies leaves its rows 'sending' until the
+lease ends; the one window for a duplicate is a crash between the server's acceptance and
+the mark — at most the messages in flight at that moment.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import random
 import ssl
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import aiosmtplib
@@ -44,10 +46,22 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Outcome:
+    status: str  # sent, retry, failed; unsent: given back to the outbox as it was
+    error: str = ""
+
+
+Result = tuple[int, int, Outcome]  # message id, attempts, outcome
+
+
+@dataclass(frozen=True)
 class Claim:
     token: str
     ids: list[int]
     lease_until: datetime
+    # Outcomes the database refused to record: a sent message left 'sending' would go out
+    # again when its lease ends, so they are kept until a mark gets through.
+    unrecorded: list[Result] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -58,12 +72,6 @@ class Ready:
     recipient: str
     attempts: int
     content: bytes
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status: str  # sent, retry, failed
-    error: str = ""
 
 
 def claim(app: App, *, limit: int) -> Claim:
@@ -114,6 +122,8 @@ def render(app: App, claimed: Claim) -> Iterator[Rendered]:
     """
     with app.sessions() as session:
         with session.begin():
+            # Composing only reads: it must not take SQLite's write lock from the web.
+            session.connection(execution_options={db.READ_ONLY: True})
             messages = session.scalars(
                 select(OutboxMessage).where(
                     OutboxMessage.id.in_(claimed.ids), OutboxMessage.claim_token == claimed.token
@@ -123,6 +133,7 @@ def render(app: App, claimed: Claim) -> Iterator[Rendered]:
         for first in range(0, len(messages), COMPOSE_EVERY):
             ready, failed = [], {}
             with session.begin():
+                session.connection(execution_options={db.READ_ONLY: True})
                 for message in messages[first : first + COMPOSE_EVERY]:
                     try:
                         content = mailer.compose(session, app.settings, message)
@@ -184,69 +195,80 @@ def classify(error: BaseException) -> Outcome:
     return Outcome("retry", f"{type(error).__name__}: {error}")
 
 
-Result = tuple[int, int, Outcome]  # message id, attempts, outcome
-
-
 _OUTBOX = table(OutboxMessage)
+_HELD = and_(
+    _OUTBOX.c.id.in_(bindparam("ids", expanding=True)),
+    _OUTBOX.c.claim_token == bindparam("held_by"),
+)
+_RELEASED = {"lease_until": None, "claim_token": None}
 # Built once: every few messages are marked sent.
 _MARK_SENT = (
     update(_OUTBOX)
-    .where(
-        _OUTBOX.c.id.in_(bindparam("ids", expanding=True)),
-        _OUTBOX.c.claim_token == bindparam("held_by"),
-    )
-    .values(
-        status="sent", sent_at=bindparam("now"), last_error="", lease_until=None, claim_token=None
-    )
+    .where(_HELD)
+    .values(status="sent", sent_at=bindparam("now"), last_error="", **_RELEASED)
+)
+# Messages a worker will not send (its lease is ending, or the database refused a mark)
+# are due again at once, as if never claimed.
+_GIVE_BACK = (
+    update(_OUTBOX)
+    .where(_HELD)
+    .values(status="pending", attempts=_OUTBOX.c.attempts - 1, **_RELEASED)
 )
 
 
 def mark(app: App, claimed: Claim, results: list[Result]) -> None:
     """Record what happened to messages in one transaction, where this claim still holds them.
 
-    Sent messages are marked together; a crash before the mark resends at most these.
+    Sent messages are marked together; a crash before the mark resends at most these. If
+    the database refuses (its error is raised), the outcomes stay in `claimed.unrecorded`
+    and go with the next mark of the claim.
     """
-    if not results:
+    claimed.unrecorded.extend(results)
+    if not claimed.unrecorded:
         return
     settings = app.settings
     now = app.clock()
-    held = (OutboxMessage.claim_token == claimed.token,)
-    released = {"lease_until": None, "claim_token": None}
-    sent = [message_id for message_id, _, outcome in results if outcome.status == "sent"]
+    grouped: dict[str, list[int]] = {"sent": [], "unsent": []}
+    changes: list[tuple[int, int, dict[str, object]]] = []
+    for message_id, attempts, outcome in claimed.unrecorded:
+        if outcome.status in grouped:
+            grouped[outcome.status].append(message_id)
+            continue
+        if outcome.status == "retry" and attempts < settings.delivery_max_attempts:
+            delay = min(
+                settings.delivery_backoff_base * 2 ** (attempts - 1),
+                settings.delivery_backoff_max,
+            )
+            values: dict[str, object] = {
+                "status": "pending",
+                "last_error": outcome.error,
+                "next_attempt_at": now + delay * random.uniform(0.5, 1.5),
+            }
+        else:
+            values = {"status": "failed", "last_error": outcome.error}
+        changes.append((message_id, attempts, values))
     with app.unit() as tx:
-        if sent:
-            tx.session.connection().execute(
-                _MARK_SENT, {"ids": sent, "held_by": claimed.token, "now": now}
+        connection = tx.session.connection()
+        for statement, ids in ((_MARK_SENT, grouped["sent"]), (_GIVE_BACK, grouped["unsent"])):
+            if ids:
+                connection.execute(statement, {"ids": ids, "held_by": claimed.token, "now": now})
+        for message_id, _, values in changes:
+            connection.execute(
+                update(_OUTBOX)
+                .where(_OUTBOX.c.id == message_id, _OUTBOX.c.claim_token == claimed.token)
+                .values(**values, **_RELEASED)
             )
-        for message_id, attempts, outcome in results:
-            if outcome.status == "sent":
-                continue
-            if outcome.status == "retry" and attempts < settings.delivery_max_attempts:
-                delay = min(
-                    settings.delivery_backoff_base * 2 ** (attempts - 1),
-                    settings.delivery_backoff_max,
-                )
-                values: dict[str, object] = {
-                    "status": "pending",
-                    "last_error": outcome.error,
-                    "next_attempt_at": now + delay * random.uniform(0.5, 1.5),
-                }
-            else:
-                values = {"status": "failed", "last_error": outcome.error}
-            tx.session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == message_id, *held)
-                .values(**values, **released)
-            )
-            log.info(
-                "outbox %s %s (attempt %s): %s",
-                message_id,
-                values["status"],
-                attempts,
-                outcome.error,
-            )
-    if sent:
-        log.info("outbox: %s sent", len(sent))
+    claimed.unrecorded.clear()
+    for message_id, attempts, values in changes:
+        log.info(
+            "outbox %s %s (attempt %s): %s",
+            message_id,
+            values["status"],
+            attempts,
+            values["last_error"],
+        )
+    if grouped["sent"]:
+        log.info("outbox: %s sent", len(grouped["sent"]))
 
 
 class Connection:
@@ -307,8 +329,9 @@ async def _drain(
     # start one the lease might not cover.
     last_start = claimed.lease_until.timestamp() - 2 * app.settings.smtp_timeout
     while (message := await queue.get()) is not None:
-        if app.clock().timestamp() >= last_start:
-            queue.put_nowait(message)  # the unsent rest is released by send_claimed
+        # Nor one the database may not let us record: it refused the last mark.
+        if claimed.unrecorded or app.clock().timestamp() >= last_start:
+            queue.put_nowait(message)  # send_claimed gives back the unsent rest
             return
         done.append((message.id, message.attempts, await connection.send(message)))
         if len(done) >= MARK_EVERY:
@@ -317,83 +340,88 @@ async def _drain(
             mark(app, claimed, group)
 
 
-async def deliver_batch(app: App, connections: list[Connection]) -> int:
-    """Claim, render, send and mark one batch; returns how many rows were claimed."""
-    claimed = claim(app, limit=app.settings.delivery_batch_size)
-    if claimed.ids:
-        await send_claimed(app, claimed, render(app, claimed), connections)
-    return len(claimed.ids)
-
-
 async def send_claimed(
     app: App, claimed: Claim, rendered: Iterable[Rendered], connections: list[Connection]
 ) -> None:
-    """Send messages over the connections at once as they are rendered, marking as it goes."""
+    """Send messages over the connections at once as they are rendered, marking as it goes.
+
+    Raises the database's error if it refused to read or record, once every connection has
+    stopped: what was sent is then in `claimed.unrecorded`.
+    """
     queue: asyncio.Queue[Ready | None] = asyncio.Queue()
     done: list[Result] = []
 
     async def produce() -> None:
-        for ready, failed in rendered:
-            mark(app, claimed, [(message_id, 0, outcome) for message_id, outcome in failed.items()])
-            for message in ready:
-                queue.put_nowait(message)
-            await asyncio.sleep(0)  # let the connections send what is ready
-        for _ in connections:
-            queue.put_nowait(None)  # one end mark for each connection
+        try:
+            for ready, failed in rendered:
+                if failed:
+                    mark(
+                        app,
+                        claimed,
+                        [(message_id, 0, outcome) for message_id, outcome in failed.items()],
+                    )
+                for message in ready:
+                    queue.put_nowait(message)
+                await asyncio.sleep(0)  # let the connections send what is ready
+        finally:
+            for _ in connections:
+                queue.put_nowait(None)  # one end mark for each connection
 
-    await asyncio.gather(
-        produce(), *(_drain(connection, claimed, queue, done) for connection in connections)
+    # Every task runs to its end: a connection stopped mid-send would forget a sent message.
+    ended = await asyncio.gather(
+        produce(),
+        *(_drain(connection, claimed, queue, done) for connection in connections),
+        return_exceptions=True,
     )
-    mark(app, claimed, done)
     left = [queue.get_nowait() for _ in range(queue.qsize())]
-    unsent = [message.id for message in left if message is not None]
-    if unsent:
-        release(app, claimed, unsent)
-
-
-def release(app: App, claimed: Claim, ids: list[int]) -> None:
-    """Give back claimed rows this worker will not send, at once rather than at lease end."""
-    with app.unit() as tx:
-        tx.session.execute(
-            update(OutboxMessage)
-            .where(
-                OutboxMessage.id.in_(ids),
-                OutboxMessage.claim_token == claimed.token,
-                OutboxMessage.status == "sending",
-            )
-            .values(
-                status="pending",
-                lease_until=None,
-                claim_token=None,
-                attempts=OutboxMessage.attempts - 1,
-            )
-        )
+    done.extend((message.id, message.attempts, Outcome("unsent")) for message in left if message)
+    mark(app, claimed, done)
+    for error in ended:
+        if error is not None:
+            raise error
 
 
 async def run(app: App, *, once: bool, stop: asyncio.Event | None = None) -> int:
-    """Deliver due mail; with once, until nothing is due now. Returns how many were handled."""
+    """Deliver due mail; with once, until nothing is due now. Returns how many were claimed."""
     connections = [Connection(app) for _ in range(app.settings.smtp_connections)]
     handled = 0
+    claimed: Claim | None = None
     try:
         while stop is None or not stop.is_set():
             try:
-                claimed = await deliver_batch(app, connections)
+                if claimed is not None:
+                    mark(app, claimed, [])  # what the database refused before, first
+                claimed = claim(app, limit=app.settings.delivery_batch_size)
+                handled += len(claimed.ids)
+                if claimed.ids:
+                    await send_claimed(app, claimed, render(app, claimed), connections)
             except db.UNAVAILABLE as error:
-                if once:
+                # Restarting, locked or full: the failed transaction rolled back; rows not
+                # sent come back when their lease ends. Wait, then go on. `deliver --once`
+                # gives up at once, unless it holds outcomes its lease still protects.
+                keeping = (
+                    claimed is not None
+                    and bool(claimed.unrecorded)
+                    and app.clock() < claimed.lease_until
+                )
+                if once and not keeping:
                     raise
-                # Restarting, locked or full: every transaction rolled back; claimed rows
-                # come back when their lease ends. Wait, then go on.
                 log.warning("outbox: %s; trying again", db.unavailable_reason(error))
                 await _sleep(app.settings.delivery_poll_seconds, stop)
                 continue
-            handled += claimed
-            if not claimed:
+            if not claimed.ids:
                 if once:
                     break
                 await _sleep(app.settings.delivery_poll_seconds, stop)
     finally:
         for connection in connections:
             await connection.close()
+        if claimed is not None and claimed.unrecorded:
+            log.error(
+                "outbox: stopped with %s outcomes the database refused to record; "
+                "messages sent among them go out again when their lease ends",
+                len(claimed.unrecorded),
+            )
     return handled
 
 

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -30,6 +32,7 @@ from typing import Any
 
 import hypothesis
 import pytest
+import sqlalchemy
 from aiosmtpd.controller import Controller
 from hypothesis import strategies as st
 from icalendar import Calendar
@@ -66,6 +69,7 @@ class Sink:
     def __init__(self) -> None:
         self.received: list[bytes] = []
         self.port = 0
+        self.on_accept: Callable[[int], None] | None = None  # told how many have arrived
         self._faults: list[tuple[str, str]] = []  # (stage, reply or DROP), one per message
         self._lock = threading.Lock()
 
@@ -99,6 +103,8 @@ class Sink:
         if reply is not None:
             return reply
         self.received.append(bytes(envelope.original_content or envelope.content))
+        if self.on_accept is not None:
+            self.on_accept(len(self.received))
         return "250 2.0.0 OK"
 
     def messages(self) -> list[EmailMessage]:
@@ -700,6 +706,82 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_resends_at_most_what_was_in
     assert set(received) == all_message_ids(app) == expected  # none missing, nothing else
     duplicates = sum(copies - 1 for copies in received.values())
     assert duplicates <= in_flight, (duplicates, in_flight, arrived_at_kill)
+    app.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("mode", "locked_seconds"),
+    [("worker", 5.0), ("deliver --once", 1.5)],
+)
+def test_a_database_locked_while_a_batch_is_sent_sends_each_message_once_it_records_later(
+    sqlite_template: Path,
+    tmp_path: Path,
+    sink: Sink,
+    caplog: pytest.LogCaptureFixture,
+    mode: str,
+    locked_seconds: float,
+) -> None:
+    """Another process locks the database after the 10th message arrives: the worker's marks
+    are refused while the SMTP server has accepted the messages. Held past the lease (the
+    long-running worker) or within it (`deliver --once`), none may go out twice."""
+    path = tmp_path / "locked.db"
+    shutil.copyfile(sqlite_template, path)
+    settings = replace(
+        load_settings(environ={}),
+        database_url=f"sqlite:///{path}",
+        smtp_port=sink.port,
+        smtp_connections=2,
+        smtp_timeout=1,
+        delivery_lease=timedelta(seconds=3),
+        delivery_poll_seconds=0.2,
+    )
+    app = bootstrap.build(settings)
+
+    # The real lock, a shorter wait: the engine's 30 s busy timeout would make a slow test.
+    @sqlalchemy.event.listens_for(app.engine, "connect")
+    def _wait_briefly(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA busy_timeout=300")
+
+    scenarios.add_staff(app, name="Liis Lepik", email=COORDINATOR, role="coordinator")
+    queue_bulk(app, 100)
+    expected = all_message_ids(app)
+    locker = sqlite3.connect(path, isolation_level=None, timeout=10, check_same_thread=False)
+    locked = threading.Event()
+
+    def lock_after_the_tenth(arrived: int) -> None:
+        if arrived == 10:
+            locker.execute("BEGIN EXCLUSIVE")
+            locked.set()
+            threading.Timer(locked_seconds, lambda: locker.execute("ROLLBACK")).start()
+
+    sink.on_accept = lock_after_the_tenth
+    caplog.set_level(logging.INFO, logger="lifecycle.delivery")
+
+    def all_sent() -> bool:  # a read takes no lock: it runs while the lock is held
+        with app.read() as tx:
+            return set(tx.session.scalars(select(OutboxMessage.status).distinct())) == {"sent"}
+
+    async def worker_until_all_sent() -> None:
+        stop = asyncio.Event()
+        worker = asyncio.create_task(delivery.run(app, once=False, stop=stop))
+        for _ in range(300):
+            if all_sent():
+                break
+            await asyncio.sleep(0.1)
+        stop.set()
+        await worker
+
+    try:
+        if mode == "worker":
+            asyncio.run(worker_until_all_sent())
+        else:
+            deliver(app)
+    finally:
+        locker.close()
+    assert locked.is_set()
+    assert "the database is locked by another process; trying again" in caplog.text
+    assert count_status(app) == {"sent": len(expected)}
+    assert sink.message_ids() == Counter({message_id: 1 for message_id in expected})
     app.engine.dispose()
 
 
