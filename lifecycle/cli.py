@@ -597,6 +597,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    app: App | None = None
     try:
         app = bootstrap.build(load_settings())
         result = args.handler(app, args)
@@ -613,6 +614,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except db.UNAVAILABLE as error:
         print(f"unavailable: {db.unavailable_reason(error)}; nothing was changed", file=sys.stderr)
         return 1
+    finally:
+        if app is not None:
+            # Pooled connections would stay open until the engine is collected: a restore
+            # run next in the same process would find the database in use.
+            app.engine.dispose()
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
     else:

@@ -7,6 +7,7 @@ files and compared with what the backup saw in its own read transaction.
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import sqlite3
@@ -235,11 +236,17 @@ def test_backup_and_restore_commands(
     path = tmp_path / "nightly.db"
     live.engine.dispose()  # the test's own connections would count as a running service
 
-    assert main(["--json", "backup", str(path)]) == 0
-    rows = json.loads(capsys.readouterr().out)["rows"]
-    assert main(["restore", str(path)]) == 1
-    assert "pass --force" in capsys.readouterr().err
-    assert main(["--json", "restore", str(path), "--force"]) == 0
+    # Each command closes its connections itself: none may be left for the collector to
+    # close, or the restore would find the database in use by the backup before it.
+    gc.disable()
+    try:
+        assert main(["--json", "backup", str(path)]) == 0
+        rows = json.loads(capsys.readouterr().out)["rows"]
+        assert main(["restore", str(path)]) == 1
+        assert "pass --force" in capsys.readouterr().err
+        assert main(["--json", "restore", str(path), "--force"]) == 0
+    finally:
+        gc.enable()
 
     assert json.loads(capsys.readouterr().out)["rows"] == rows == counts(path)
 
