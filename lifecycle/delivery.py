@@ -120,10 +120,10 @@ def render(app: App, claimed: Claim) -> Iterator[Rendered]:
     queries as a rule, and any it needs run in a transaction of their own that ends before
     the next yield, so no lock is held while the messages are sent.
     """
-    with app.sessions() as session:
+    # Composing only reads: none of its transactions may take SQLite's write lock.
+    reading = app.engine.execution_options(**{db.READ_ONLY: True})
+    with app.sessions(bind=reading) as session:
         with session.begin():
-            # Composing only reads: it must not take SQLite's write lock from the web.
-            session.connection(execution_options={db.READ_ONLY: True})
             messages = session.scalars(
                 select(OutboxMessage).where(
                     OutboxMessage.id.in_(claimed.ids), OutboxMessage.claim_token == claimed.token
@@ -133,7 +133,6 @@ def render(app: App, claimed: Claim) -> Iterator[Rendered]:
         for first in range(0, len(messages), COMPOSE_EVERY):
             ready, failed = [], {}
             with session.begin():
-                session.connection(execution_options={db.READ_ONLY: True})
                 for message in messages[first : first + COMPOSE_EVERY]:
                     try:
                         content = mailer.compose(session, app.settings, message)

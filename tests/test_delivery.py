@@ -709,21 +709,11 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_resends_at_most_what_was_in
     app.engine.dispose()
 
 
-@pytest.mark.parametrize(
-    ("mode", "locked_seconds"),
-    [("worker", 5.0), ("deliver --once", 1.5)],
-)
-def test_a_database_locked_while_a_batch_is_sent_sends_each_message_once_it_records_later(
-    sqlite_template: Path,
-    tmp_path: Path,
-    sink: Sink,
-    caplog: pytest.LogCaptureFixture,
-    mode: str,
-    locked_seconds: float,
-) -> None:
-    """Another process locks the database after the 10th message arrives: the worker's marks
-    are refused while the SMTP server has accepted the messages. Held past the lease (the
-    long-running worker) or within it (`deliver --once`), none may go out twice."""
+@pytest.fixture
+def impatient_app(sqlite_template: Path, tmp_path: Path, sink: Sink) -> Iterator[App]:
+    """An app on a SQLite file of its own, on the real clock, with a 3 s lease, whose
+    connections wait 0.3 s for another's write lock (the engine's 30 s would make slow
+    tests); its staff and a hundred queued emails."""
     path = tmp_path / "locked.db"
     shutil.copyfile(sqlite_template, path)
     settings = replace(
@@ -735,17 +725,58 @@ def test_a_database_locked_while_a_batch_is_sent_sends_each_message_once_it_reco
         delivery_lease=timedelta(seconds=3),
         delivery_poll_seconds=0.2,
     )
-    app = bootstrap.build(settings)
+    built = bootstrap.build(settings)
 
-    # The real lock, a shorter wait: the engine's 30 s busy timeout would make a slow test.
-    @sqlalchemy.event.listens_for(app.engine, "connect")
+    @sqlalchemy.event.listens_for(built.engine, "connect")
     def _wait_briefly(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.execute("PRAGMA busy_timeout=300")
 
-    scenarios.add_staff(app, name="Liis Lepik", email=COORDINATOR, role="coordinator")
-    queue_bulk(app, 100)
+    scenarios.add_staff(built, name="Liis Lepik", email=COORDINATOR, role="coordinator")
+    queue_bulk(built, 100)
+    yield built
+    built.engine.dispose()
+
+
+def lock(app: App) -> sqlite3.Connection:
+    """Another connection, ready to take the database's write lock from any thread."""
+    path = app.engine.url.database
+    assert path is not None
+    return sqlite3.connect(path, isolation_level=None, timeout=10, check_same_thread=False)
+
+
+def test_composing_takes_no_write_lock_so_it_goes_on_while_another_process_writes(
+    impatient_app: App,
+) -> None:
+    app = impatient_app
+    claimed = delivery.claim(app, limit=50)
+    locker = lock(app)
+    locker.execute("BEGIN IMMEDIATE")
+    try:
+        rendered = list(delivery.render(app, claimed))
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert sum(len(ready) for ready, _ in rendered) == 50
+    assert all(not failed for _, failed in rendered)
+
+
+@pytest.mark.parametrize(
+    ("mode", "locked_seconds"),
+    [("worker", 5.0), ("deliver --once", 1.5)],
+)
+def test_a_database_locked_while_a_batch_is_sent_sends_each_message_once_it_records_later(
+    impatient_app: App,
+    sink: Sink,
+    caplog: pytest.LogCaptureFixture,
+    mode: str,
+    locked_seconds: float,
+) -> None:
+    """Another process locks the database after the 10th message arrives: the worker's marks
+    are refused while the SMTP server has accepted the messages. Held past the lease (the
+    long-running worker) or within it (`deliver --once`), none may go out twice."""
+    app = impatient_app
     expected = all_message_ids(app)
-    locker = sqlite3.connect(path, isolation_level=None, timeout=10, check_same_thread=False)
+    locker = lock(app)
     locked = threading.Event()
 
     def lock_after_the_tenth(arrived: int) -> None:
@@ -782,7 +813,6 @@ def test_a_database_locked_while_a_batch_is_sent_sends_each_message_once_it_reco
     assert "the database is locked by another process; trying again" in caplog.text
     assert count_status(app) == {"sent": len(expected)}
     assert sink.message_ids() == Counter({message_id: 1 for message_id in expected})
-    app.engine.dispose()
 
 
 def test_two_workers_on_postgresql_never_send_a_message_twice(
