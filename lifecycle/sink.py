@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime
-from email import message_from_bytes
-from email.policy import default
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +29,27 @@ class SaveToFolder:
         path = self.folder / f"{stamp:%Y%m%dT%H%M%S}-{next(self.counter):06d}.eml"
         path.write_bytes(content)
         if self.echo:
-            subject = message_from_bytes(content, policy=default)["Subject"]
+            subject = subject_of(content)
             print(
                 f"{stamp:%H:%M:%S} {envelope.mail_from} -> {', '.join(envelope.rcpt_tos)}: "
                 f"{subject}  [{path.name}]",
                 flush=True,
             )
         return "250 Message accepted for delivery"
+
+
+# The headers only, as they are: parsing whole messages with the default policy cost ~1 ms
+# each, more than receiving them.
+_HEADERS = BytesHeaderParser(policy=compat32)
+
+
+def subject_of(content: bytes) -> str:
+    """The message's subject, its encoded words decoded; as written if they cannot be."""
+    raw = str(_HEADERS.parsebytes(content)["Subject"] or "")
+    try:
+        return str(make_header(decode_header(raw)))
+    except (HeaderParseError, LookupError, UnicodeError):
+        return raw
 
 
 def start(folder: Path, *, host: str, port: int, echo: bool = True) -> Controller:

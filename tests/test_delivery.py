@@ -48,6 +48,7 @@ from lifecycle.engine import load_case
 from lifecycle.errors import InvalidInput
 from lifecycle.models import Application, OutboxMessage, Person, Relation
 from lifecycle.scenarios import ManualClock
+from lifecycle.sink import subject_of
 from tests.conftest import COMMITTEE, COORDINATOR, bring, list_mentor
 from tests.processes import free_port, wait_until
 
@@ -629,6 +630,7 @@ def test_any_subject_survives_header_encoding_in_lines_short_enough_for_smtp(tex
     # Encoded words keep to the recommended 78; plain ASCII only to SMTP's hard 998.
     assert all(len(line) <= (998 if subject.isascii() else 78) for line in lines)
     assert message_from_bytes(composed, policy=policy.default)["Subject"] == subject
+    assert subject_of(composed) == subject  # what the local sink prints for it
 
 
 def test_a_reader_name_with_a_line_break_in_the_outbox_fails_the_message_instead_of_injecting(
