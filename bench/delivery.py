@@ -1,9 +1,11 @@
 """Benchmark the delivery worker against the SMTP limit and against the naive way.
 
-An aiosmtpd sink runs in a separate process on 127.0.0.1 (by default a handler that only
-counts messages; `--sink eml` keeps each one as a file, like `mentorlus smtp-sink`). On a
-fresh migrated SQLite file the benchmark queues `--messages` emails (default 10,000) with
-`outbox.add`, for a few applicants with one application case each, in Estonian and English.
+An aiosmtpd sink runs in a separate process on 127.0.0.1: by default a handler that only
+counts messages, the cheapest a server can be and so the strictest ceiling for the bare
+loop; `--sink local` runs the product's own local sink instead (`mentorlus smtp-sink`,
+which keeps each message as an .eml file and prints a line for it). On a fresh migrated
+SQLite file the benchmark queues `--messages` emails (default 10,000) with `outbox.add`,
+for a few applicants with one application case each, in Estonian and English.
 It then measures three ways of delivering the same messages to the sink:
 
 1. the worker: `delivery.run(app, once=True)` with `smtp_connections=--connections` and
@@ -47,7 +49,7 @@ from typing import Any
 # Python puts the script's folder first on sys.path, and bench/transitions.py would then
 # shadow the `transitions` library that the workflows load.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)  # for tests.processes
 
 # The imports below come after the sys.path fix above (ruff allows it).
 import aiosmtplib
@@ -60,8 +62,10 @@ from lifecycle.bootstrap import App
 from lifecycle.config import load_settings
 from lifecycle.models import Application, OutboxMessage, Person
 from lifecycle.scenarios import ManualClock
+from tests.processes import free_port, wait_until
 
 START = datetime(2026, 9, 1, 7, 0, tzinfo=UTC)
+MENTORLUS = Path(sys.executable).parent / "mentorlus"
 COORDINATOR = "koordinaator@bench.example"
 APPLICANTS = [
     ("kandidaat1@bench.example", "Kadri Kask", "et"),
@@ -90,23 +94,9 @@ class CountOnly:
         return "250 Message accepted for delivery"
 
 
-class CountAndSave(CountOnly):
-    """Count, and keep each message as an .eml file like `mentorlus smtp-sink`."""
-
-    def __init__(self, folder: Path) -> None:
-        super().__init__()
-        from lifecycle.sink import SaveToFolder
-
-        self.save = SaveToFolder(folder, echo=False)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.received += 1
-        return await self.save.handle_DATA(server, session, envelope)
-
-
-async def serve_sink(kind: str, folder: str) -> None:
-    """Run the sink until SIGTERM; print its port first and how many it received last."""
-    handler = CountAndSave(Path(folder)) if kind == "eml" else CountOnly()
+async def serve_count_only() -> None:
+    """Run the counting sink until SIGTERM; print its port first and how many it received last."""
+    handler = CountOnly()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: SMTPServer(handler, hostname="bench-sink", enable_SMTPUTF8=True),
@@ -124,25 +114,43 @@ async def serve_sink(kind: str, folder: str) -> None:
 class Sink:
     """The sink process, seen from the benchmark."""
 
-    def __init__(self, kind: str, folder: Path) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, "--sink-child", f"--sink={kind}", f"--sink-dir={folder}"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline().strip()
-        if not line.startswith("port="):
+    def __init__(self, kind: str, directory: Path) -> None:
+        self.kind = kind
+        self.folder = directory / "mail"
+        if kind == "count":
+            self.process = subprocess.Popen(
+                [sys.executable, __file__, "--sink-child"], stdout=subprocess.PIPE, text=True
+            )
+            assert self.process.stdout is not None
+            line = self.process.stdout.readline().strip()
+            self.port = int(line.removeprefix("port=")) if line.startswith("port=") else 0
+        else:
+            self.port = free_port()
+            # Its line per message goes to a file: a pipe nobody reads would stop it.
+            self.log = directory / "smtp-sink.log"
+            with self.log.open("w") as output:
+                self.process = subprocess.Popen(
+                    [MENTORLUS, "smtp-sink", "--dir", str(self.folder), "--port", str(self.port)],
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                )
+            wait_until(
+                lambda: "SMTP sink on" in self.log.read_text() or self.process.poll() is not None,
+                timeout=30,
+                what="the local sink",
+            )
+        if not self.port or self.process.poll() is not None:
             self.process.kill()
-            raise RuntimeError(f"the sink did not start: {line!r}")
-        self.port = int(line.removeprefix("port="))
+            raise RuntimeError(f"the {kind} sink did not start")
         self.pid = self.process.pid
 
     def stop(self) -> int:
         """Stop the sink; how many messages it received."""
         self.process.send_signal(signal.SIGTERM)
-        out, _ = self.process.communicate(timeout=30)
-        return int(out.strip().rpartition("received=")[2])
+        out, _ = self.process.communicate(timeout=60)
+        if self.kind == "count":
+            return int(out.strip().rpartition("received=")[2])
+        return sum(1 for _ in self.folder.glob("*.eml"))
 
 
 # -- the queue ---------------------------------------------------------------------------------
@@ -390,21 +398,25 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8, help="SMTP connections")
     parser.add_argument("--batch", type=int, default=200, help="worker's delivery_batch_size")
     parser.add_argument("--naive-sample", type=int, default=2_000, help="messages sent naively")
-    parser.add_argument("--sink", choices=("count", "eml"), default="count", help="sink handler")
+    parser.add_argument(
+        "--sink",
+        choices=("count", "local"),
+        default="count",
+        help="count: a server that only counts; local: `mentorlus smtp-sink`",
+    )
     parser.add_argument("--profile", action="store_true", help="show where the worker's time goes")
     parser.add_argument("--top", type=int, default=30, help="functions in the profile")
     parser.add_argument("--sink-child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--sink-dir", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sink_child:
-        asyncio.run(serve_sink(args.sink, args.sink_dir))
+        asyncio.run(serve_count_only())
         return
 
     messages, connections = args.messages, args.connections
     load_before = os.getloadavg()[0]
     sample = min(messages, args.naive_sample)
     with tempfile.TemporaryDirectory(prefix="mentorlus-bench-") as directory:
-        sink = Sink(args.sink, Path(directory) / "mail")
+        sink = Sink(args.sink, Path(directory))
         try:
             clock = ManualClock(START)
             app = make_app(Path(directory), clock, port=sink.port, args=args)

@@ -41,7 +41,6 @@ import platform
 import random
 import re
 import secrets
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -58,7 +57,7 @@ from typing import Any
 # Python puts the script's folder first on sys.path, and bench/transitions.py would then
 # shadow the `transitions` library that the workflows load.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)  # for tests.processes
 
 # The imports below come after the sys.path fix above (ruff allows it).
 import httpx
@@ -80,6 +79,7 @@ from lifecycle.models import (
     Timer,
 )
 from lifecycle.web import auth
+from tests.processes import free_port
 
 COORDINATOR = "koordinaator@bench.example"
 PASSWORD = "pikk-ja-turvaline-parool"
@@ -495,12 +495,6 @@ def build_database(url: str, *, mentors: int, relations: int, seed: int) -> dict
 
 
 # -- the server -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Server:
