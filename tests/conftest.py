@@ -4,16 +4,19 @@ PostgreSQL: set MENTORLUS_TEST_DATABASE_URL to a server where the user may creat
 databases (.ci/run does). Without it those tests skip — except under CI=true, where
 they fail, so a CI run never passes without PostgreSQL.
 
-Helpers for the test modules (`from tests.conftest import ...`): the staff's addresses, and
-`bring` / `list_mentor`, which move applications through the real steps by that staff.
+Helpers for the test modules (`from tests.conftest import ...`): the staff's addresses,
+`bring` / `list_mentor`, which move applications through the real steps by that staff, and
+`write_lock_held` for what must go on while another process writes to SQLite.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +25,7 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, event, make_url, text
 
 from lifecycle import bootstrap, db, scenarios
 from lifecycle.bootstrap import App
@@ -160,3 +163,34 @@ def list_mentor(
     ref = scenarios.submit_application(app, data, actor=COORDINATOR)
     bring(app, clock, ref, "listed", email)
     return ref
+
+
+def wait_briefly_for_locks(app: App) -> None:
+    """The app's SQLite connections wait 0.3 s for another's write lock, then fail as they
+    would after the engine's 30 s: tests of a held lock stay fast."""
+
+    @event.listens_for(app.engine, "connect")
+    def _wait_briefly(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA busy_timeout=300")
+
+    app.engine.dispose()  # connections made before wait as long as ever
+
+
+def another_connection(app: App) -> sqlite3.Connection:
+    """A connection of another process's kind to the app's SQLite file, usable from any thread."""
+    path = app.engine.url.database
+    assert path is not None, "a SQLite file"
+    return sqlite3.connect(path, isolation_level=None, timeout=10, check_same_thread=False)
+
+
+@contextmanager
+def write_lock_held(app: App) -> Iterator[None]:
+    """Meanwhile another connection holds the SQLite database's write lock."""
+    wait_briefly_for_locks(app)
+    locker = another_connection(app)
+    locker.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()

@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -32,7 +31,6 @@ from typing import Any
 
 import hypothesis
 import pytest
-import sqlalchemy
 from aiosmtpd.controller import Controller
 from hypothesis import strategies as st
 from icalendar import Calendar
@@ -49,7 +47,15 @@ from lifecycle.errors import InvalidInput
 from lifecycle.models import Application, OutboxMessage, Person, Relation
 from lifecycle.scenarios import ManualClock
 from lifecycle.sink import subject_of
-from tests.conftest import COMMITTEE, COORDINATOR, bring, list_mentor
+from tests.conftest import (
+    COMMITTEE,
+    COORDINATOR,
+    another_connection,
+    bring,
+    list_mentor,
+    wait_briefly_for_locks,
+    write_lock_held,
+)
 from tests.processes import free_port, wait_until
 
 MENTOR = "tonu.ounapuu@example.org"
@@ -714,8 +720,8 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_resends_at_most_what_was_in
 @pytest.fixture
 def impatient_app(sqlite_template: Path, tmp_path: Path, sink: Sink) -> Iterator[App]:
     """An app on a SQLite file of its own, on the real clock, with a 3 s lease, whose
-    connections wait 0.3 s for another's write lock (the engine's 30 s would make slow
-    tests); its staff and a hundred queued emails."""
+    connections wait briefly for another's write lock; its staff and a hundred queued
+    emails."""
     path = tmp_path / "locked.db"
     shutil.copyfile(sqlite_template, path)
     settings = replace(
@@ -728,22 +734,11 @@ def impatient_app(sqlite_template: Path, tmp_path: Path, sink: Sink) -> Iterator
         delivery_poll_seconds=0.2,
     )
     built = bootstrap.build(settings)
-
-    @sqlalchemy.event.listens_for(built.engine, "connect")
-    def _wait_briefly(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.execute("PRAGMA busy_timeout=300")
-
+    wait_briefly_for_locks(built)
     scenarios.add_staff(built, name="Liis Lepik", email=COORDINATOR, role="coordinator")
     queue_bulk(built, 100)
     yield built
     built.engine.dispose()
-
-
-def lock(app: App) -> sqlite3.Connection:
-    """Another connection, ready to take the database's write lock from any thread."""
-    path = app.engine.url.database
-    assert path is not None
-    return sqlite3.connect(path, isolation_level=None, timeout=10, check_same_thread=False)
 
 
 def test_composing_takes_no_write_lock_so_it_goes_on_while_another_process_writes(
@@ -751,13 +746,8 @@ def test_composing_takes_no_write_lock_so_it_goes_on_while_another_process_write
 ) -> None:
     app = impatient_app
     claimed = delivery.claim(app, limit=50)
-    locker = lock(app)
-    locker.execute("BEGIN IMMEDIATE")
-    try:
+    with write_lock_held(app):
         rendered = list(delivery.render(app, claimed))
-    finally:
-        locker.execute("ROLLBACK")
-        locker.close()
     assert sum(len(ready) for ready, _ in rendered) == 50
     assert all(not failed for _, failed in rendered)
 
@@ -778,7 +768,7 @@ def test_a_database_locked_while_a_batch_is_sent_sends_each_message_once_it_reco
     long-running worker) or within it (`deliver --once`), none may go out twice."""
     app = impatient_app
     expected = all_message_ids(app)
-    locker = lock(app)
+    locker = another_connection(app)
     locked = threading.Event()
 
     def lock_after_the_tenth(arrived: int) -> None:

@@ -34,7 +34,7 @@ from lifecycle.models import (
 from lifecycle.scenarios import ManualClock
 from lifecycle.web import auth
 from lifecycle.web.app import create
-from tests.conftest import COMMITTEE, COORDINATOR, bring, list_mentor
+from tests.conftest import COMMITTEE, COORDINATOR, bring, list_mentor, write_lock_held
 
 PASSWORD = "korrektne-hobune-patarei"
 MENTOR = "mari.mets@example.org"  # Tartu Linnavalitsus, master's in social work, career
@@ -701,6 +701,27 @@ def test_a_committee_member_sees_only_the_interviews_they_sit_on(
     assert "Olev Org" not in page.text and others not in page.text
     assert "Tallinn, Lastekodu 12" in page.text
     assert "supervisor, Eesti Supervisiooni ja Coachingu Ühing, 2018" in page.text  # evidence
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_staff_log_in_and_read_cases_while_another_process_holds_the_write_lock(
+    app: App, web: TestClient, interviews: tuple[str, str]
+) -> None:
+    """Logging in and reading take no write lock: with another process writing, the pages
+    still answer (a write would wait its 0.3 s here, then be refused with a 503)."""
+    mine, _ = interviews
+    coordinator = (COORDINATOR, PASSWORD)
+    with write_lock_held(app):
+        # The password check (argon2, slow on purpose) holds no lock either.
+        assert login(web, COMMITTEE[0]).headers["location"] == "/console/committee"
+        listed = web.get("/api/v1/cases", auth=coordinator)
+        one = web.get(f"/api/v1/cases/{mine}", auth=coordinator)
+        seats = web.get("/console/committee")
+        application_form = web.get("/apply")
+    assert listed.status_code == 200 and mine in {case["id"] for case in listed.json()}
+    assert one.status_code == 200 and one.json()["state"] == "interview"
+    assert seats.status_code == 200 and "Anne Aas" in seats.text
+    assert application_form.status_code == 200
 
 
 def test_a_committee_member_votes_with_notes_after_the_interview(

@@ -34,7 +34,7 @@ from lifecycle.web import auth
 from lifecycle.web.app import create
 from lifecycle.web.links import ACTION_TRIGGERS
 from lifecycle.workflow import LINK_ACTIONS
-from tests.conftest import COORDINATOR, bring, list_mentor
+from tests.conftest import COORDINATOR, bring, list_mentor, write_lock_held
 
 MENTOR = "mari.mets@example.org"
 MENTEE = "jaan.jogi@example.org"
@@ -151,6 +151,20 @@ def test_mentor_accepts_the_request_from_the_link_and_sees_the_concrete_question
     assert 'data-done="accept"' in after
     assert 'data-state="first_meeting"' in after
     assert 'data-steps="none"' in after  # nothing more to answer through this link
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_link_and_its_page_open_while_another_process_holds_the_write_lock(
+    app: App, clock: ManualClock, mentor: str
+) -> None:
+    ref = request(app)
+    link = link_in(app, template="request_received", to=MENTOR, ref=ref)
+    client = browser(app)
+    with write_lock_held(app):
+        page = follow(client, link)
+        html = client.get(page).text
+    assert page == f"/act/{ref}/respond"
+    assert QUESTION in html and 'value="accept"' in html
 
 
 def test_mentor_declines_with_a_reason_that_goes_on_record(

@@ -115,20 +115,16 @@ def coordinator(
     if credentials is None:
         raise unauthorised
     keys = auth.throttle_keys(request, credentials.username)
-    with core(request).unit() as tx:
-        if auth.throttled(tx.session, keys, tx.now):
-            raise HTTPException(
-                status_code=429,
-                detail="too many failed logins; wait 15 minutes",
-                headers={"Retry-After": "900"},
-            )
-        person = auth.find_login(tx.session, credentials.username)
-        right = auth.check_password(person, credentials.password)
-        if not right:
-            auth.login_failed(tx.session, keys, tx.now)
-    if not right:
+    try:
+        person = auth.verify_login(core(request), keys, credentials.username, credentials.password)
+    except auth.Throttled:
+        raise HTTPException(
+            status_code=429,
+            detail="too many failed logins; wait 15 minutes",
+            headers={"Retry-After": "900"},
+        ) from None
+    if person is None:
         raise unauthorised
-    assert person is not None
     if person.role != "coordinator":
         raise HTTPException(status_code=403, detail="only coordinators use the case API")
     return person
@@ -239,7 +235,7 @@ def cases(
     workflow: str = "",
     state: str = "",
 ) -> list[dict[str, Any]]:
-    with core(request).unit() as tx:
+    with core(request).read() as tx:
         return queries.list_cases(tx, workflow=workflow or None, state=state or None)
 
 
@@ -252,7 +248,7 @@ def case(
     request: Request, ref: str, staff: Annotated[Person, Depends(coordinator)]
 ) -> dict[str, Any]:
     try:
-        with core(request).unit() as tx:
+        with core(request).read() as tx:
             return queries.show_case(tx, ref, role="coordinator")
     except MentorlusError as error:
         raise _problem(error) from None

@@ -11,6 +11,7 @@ from fastapi import HTTPException, Request
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from lifecycle.bootstrap import App
 from lifecycle.engine import Tx
 from lifecycle.errors import InvalidInput
 from lifecycle.models import LoginFailure, Person
@@ -74,6 +75,29 @@ def throttle_keys(request: Request, email: str) -> tuple[str, str]:
     # Whatever was typed, the key is storable text (PostgreSQL refuses NUL, for one).
     typed = "".join(char for char in email.strip().lower() if char.isprintable())
     return f"email:{typed[:300]}", f"client:{client}"
+
+
+class Throttled(Exception):
+    """Too many recent failed logins for the address or the client."""
+
+
+def verify_login(app: App, keys: tuple[str, ...], email: str, password: str) -> Person | None:
+    """The staff member with this email and password; None (and a failure counted) if not.
+
+    The password check is slow on purpose (argon2): it runs outside any transaction, since
+    inside one it would hold SQLite's write lock all that time. The count of failures and
+    the recording of one are transactions of their own, so attempts made at the very same
+    moment may pass the limit by as many as run at once.
+    """
+    with app.read() as tx:
+        if throttled(tx.session, keys, tx.now):
+            raise Throttled
+        person = find_login(tx.session, email)
+    if check_password(person, password) and person is not None and person.role in STAFF_ROLES:
+        return person
+    with app.unit() as tx:
+        login_failed(tx.session, keys, tx.now)
+    return None
 
 
 def throttled(session: Session, keys: tuple[str, ...], now: datetime) -> bool:

@@ -34,7 +34,7 @@ def _staff(request: Request, *roles: str) -> Person:
     """The logged-in staff member with one of these roles; otherwise off to the login page."""
     person_id = auth.staff_id(request)
     if person_id is not None:
-        with core(request).unit() as tx:
+        with core(request).read() as tx:
             person = tx.session.get(Person, person_id)
         if person is not None and person.role in roles:
             return person
@@ -61,24 +61,17 @@ def login(
     auth.check_csrf(request, csrf)
     keys = auth.throttle_keys(request, email)
     values = {"email": email, "next": next}
-    with core(request).unit() as tx:
-        if auth.throttled(tx.session, keys, tx.now):
-            return page(
-                request,
-                "login.html",
-                status_code=429,
-                values=values,
-                errors={"form": "too many failed attempts; wait 15 minutes"},
-            )
-        person = auth.find_login(tx.session, email)
-        ok = (
-            auth.check_password(person, password)
-            and person is not None
-            and person.role in auth.STAFF_ROLES
+    try:
+        person = auth.verify_login(core(request), keys, email, password)
+    except auth.Throttled:
+        return page(
+            request,
+            "login.html",
+            status_code=429,
+            values=values,
+            errors={"form": "too many failed attempts; wait 15 minutes"},
         )
-        if not ok:
-            auth.login_failed(tx.session, keys, tx.now)
-    if not ok or person is None:
+    if person is None:
         return page(
             request,
             "login.html",
@@ -234,7 +227,7 @@ def retry(request: Request, message_id: int, csrf: Annotated[str, Form()] = "") 
 @router.get("/committee", response_class=HTMLResponse)
 def committee(request: Request) -> HTMLResponse:
     member = _staff(request, "committee", "coordinator")
-    with core(request).unit() as tx:
+    with core(request).read() as tx:
         seats = tx.session.scalars(
             select(CommitteeVote).where(CommitteeVote.member_id == member.id)
         ).all()

@@ -72,7 +72,7 @@ def follow(request: Request, text: str) -> Response:
     """Open a link: a case action grants this browser its page; a subscription link shows its
     button. Nothing is spent here (see the module's docstring)."""
     try:
-        with core(request).unit() as tx:
+        with core(request).read() as tx:
             token = links.find(tx.session, tx.settings, text)
             if token is None:
                 raise Refused("this link is not valid", rule="link_invalid")
@@ -111,7 +111,7 @@ def subscription_button(request: Request, text: str) -> Response:
 
     Only a subscription link may be posted to; every other link is opened, not posted.
     """
-    with core(request).unit() as tx:
+    with core(request).read() as tx:
         token = links.find(tx.session, tx.settings, text)
         action, used = (token.action, token.used_at) if token else (None, None)
     if action is None:
@@ -303,7 +303,7 @@ def _act_page(
 ) -> Response:
     lang = language(request)
     try:
-        with core(request).unit() as tx:
+        with core(request).read() as tx:
             view = _view(tx, ref, action, person_id, lang)
     except NotFound:
         view = None

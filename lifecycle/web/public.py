@@ -168,7 +168,7 @@ def submit_request(
     except InvalidInput as error:
         return _request_form(request, values, {error.field: error.message}, 422)
     except Refused as error:
-        with app.unit() as tx:
+        with app.read() as tx:
             others = suitable_mentors(
                 tx.session,
                 topic=topic,
@@ -245,7 +245,7 @@ def application_field(field: str, rows: list[int]) -> str:
 def _apply_form(
     request: Request, values: dict[str, Any], errors: dict[str, str], status_code: int = 200
 ) -> HTMLResponse:
-    with core(request).unit() as tx:
+    with core(request).read() as tx:
         current = intake.current_round(tx.session, tx.now)
         upcoming = intake.next_round(tx.session, tx.now)
         zone = tx.settings.time_zone
