@@ -87,12 +87,12 @@ def cmd_request_submit(app: App, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_case_list(app: App, args: argparse.Namespace) -> list[dict[str, Any]]:
-    with app.unit() as tx:
+    with app.read() as tx:
         return queries.list_cases(tx, workflow=args.workflow, state=args.state)
 
 
 def cmd_case_show(app: App, args: argparse.Namespace) -> dict[str, Any]:
-    with app.unit() as tx:
+    with app.read() as tx:
         return queries.show_case(tx, args.id, role=args.role)
 
 
@@ -164,12 +164,12 @@ def cmd_outbox_deliver(app: App, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_outbox_list(app: App, args: argparse.Namespace) -> list[dict[str, Any]]:
-    with app.unit() as tx:
+    with app.read() as tx:
         return queries.list_outbox(tx, status=args.status)
 
 
 def cmd_outbox_show(app: App, args: argparse.Namespace) -> dict[str, Any]:
-    with app.unit() as tx:
+    with app.read() as tx:
         message = tx.session.get(OutboxMessage, args.id)
         if message is None:
             raise NotFound(f"no outbox message {args.id}")
@@ -217,7 +217,7 @@ def cmd_smtp_sink(app: App, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_upcoming(app: App, args: argparse.Namespace) -> list[dict[str, Any]]:
-    with app.unit() as tx:
+    with app.read() as tx:
         end = _local_datetime(args.until, app, "--until", end_of_day=True)
         return upcoming.until(tx, end)
 

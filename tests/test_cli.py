@@ -15,7 +15,7 @@ from lifecycle import bootstrap, scenarios
 from lifecycle.cli import main, parser
 from lifecycle.config import load_settings
 from lifecycle.scenarios import ManualClock
-from tests.conftest import COMMITTEE, COORDINATOR, START
+from tests.conftest import COMMITTEE, COORDINATOR, START, write_lock_held
 
 
 @pytest.fixture
@@ -74,6 +74,31 @@ def test_a_coordinator_enters_an_application_and_advances_it_from_the_command_li
 
     code, listed, _ = run(capsys, "case", "list", "--state", "eligibility")
     assert [row["id"] for row in listed] == [ref]
+
+
+def test_reading_commands_answer_while_another_process_holds_the_write_lock(
+    database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = scenarios.applicant("kadri.kuusk@example.org", "Kadri Kuusk")
+    _, created, _ = run(
+        capsys, "application", "submit", "--file", write(tmp_path, data), "--actor", COORDINATOR
+    )
+    _, (message, *_), _ = run(capsys, "outbox", "list")
+    readers = [
+        ("case", "list"),
+        ("case", "show", created["id"]),
+        ("outbox", "list"),
+        ("outbox", "show", str(message["id"])),
+        ("upcoming", "--until", "2027-12-31"),
+    ]
+    app = bootstrap.build(load_settings())
+    try:
+        # A command that took the write lock would wait the engine's 30 s, then fail.
+        with write_lock_held(app):
+            codes = {" ".join(args): run(capsys, *args)[0] for args in readers}
+    finally:
+        app.engine.dispose()
+    assert codes == {" ".join(args): 0 for args in readers}
 
 
 def test_a_refused_step_exits_non_zero_with_one_line_naming_the_rule(
