@@ -719,7 +719,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_resends_at_most_what_was_in
 
 @pytest.fixture
 def impatient_app(sqlite_template: Path, tmp_path: Path, sink: Sink) -> Iterator[App]:
-    """An app on a SQLite file of its own, on the real clock, with a 3 s lease, whose
+    """An app on a SQLite file of its own, on the real clock, with a 6 s lease, whose
     connections wait briefly for another's write lock; its staff and a hundred queued
     emails."""
     path = tmp_path / "locked.db"
@@ -730,7 +730,7 @@ def impatient_app(sqlite_template: Path, tmp_path: Path, sink: Sink) -> Iterator
         smtp_port=sink.port,
         smtp_connections=2,
         smtp_timeout=1,
-        delivery_lease=timedelta(seconds=3),
+        delivery_lease=timedelta(seconds=6),
         delivery_poll_seconds=0.2,
     )
     built = bootstrap.build(settings)
@@ -754,7 +754,7 @@ def test_composing_takes_no_write_lock_so_it_goes_on_while_another_process_write
 
 @pytest.mark.parametrize(
     ("mode", "locked_seconds"),
-    [("worker", 5.0), ("deliver --once", 1.5)],
+    [("worker", 8.0), ("deliver --once", 1.5)],
 )
 def test_a_database_locked_while_a_batch_is_sent_sends_each_message_once_it_records_later(
     impatient_app: App,
