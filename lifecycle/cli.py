@@ -313,7 +313,7 @@ def cmd_demo_load(app: App, args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_person_export(app: App, args: argparse.Namespace) -> dict[str, Any]:
     args.json = True  # the export is a JSON document, with or without --json
-    with app.unit() as tx:
+    with app.read() as tx:
         return privacy.export_person(tx, email=args.email)
 
 

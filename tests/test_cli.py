@@ -90,6 +90,7 @@ def test_reading_commands_answer_while_another_process_holds_the_write_lock(
         ("outbox", "list"),
         ("outbox", "show", str(message["id"])),
         ("upcoming", "--until", "2027-12-31"),
+        ("person", "export", "kadri.kuusk@example.org"),
     ]
     app = bootstrap.build(load_settings())
     try:
