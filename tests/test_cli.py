@@ -45,13 +45,24 @@ def write(tmp_path: Path, data: dict[str, Any]) -> str:
     return str(path)
 
 
+def submit_application(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    email: str = "kadri.kuusk@example.org",
+    **overrides: Any,
+) -> tuple[int, Any, str]:
+    """`application submit` of Kadri Kuusk's application (or with these changes) by the
+    coordinator, as `run` answers it."""
+    data = scenarios.applicant(email, "Kadri Kuusk", **overrides)
+    return run(
+        capsys, "application", "submit", "--file", write(tmp_path, data), "--actor", COORDINATOR
+    )
+
+
 def test_a_coordinator_enters_an_application_and_advances_it_from_the_command_line(
     database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = scenarios.applicant("kadri.kuusk@example.org", "Kadri Kuusk")
-    code, created, _ = run(
-        capsys, "application", "submit", "--file", write(tmp_path, data), "--actor", COORDINATOR
-    )
+    code, created, _ = submit_application(capsys, tmp_path)
     assert code == 0 and created["state"] == "submitted"
     ref = created["id"]
     code, moved, _ = run(capsys, "case", "advance", ref, "begin_review", "--actor", COORDINATOR)
@@ -79,10 +90,7 @@ def test_a_coordinator_enters_an_application_and_advances_it_from_the_command_li
 def test_reading_commands_answer_while_another_process_holds_the_write_lock(
     database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = scenarios.applicant("kadri.kuusk@example.org", "Kadri Kuusk")
-    _, created, _ = run(
-        capsys, "application", "submit", "--file", write(tmp_path, data), "--actor", COORDINATOR
-    )
+    _, created, _ = submit_application(capsys, tmp_path)
     _, (message, *_), _ = run(capsys, "outbox", "list")
     readers = [
         ("case", "list"),
@@ -105,10 +113,7 @@ def test_reading_commands_answer_while_another_process_holds_the_write_lock(
 def test_a_refused_step_exits_non_zero_with_one_line_naming_the_rule(
     database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = scenarios.applicant("kadri.kuusk@example.org", "Kadri Kuusk")
-    _, created, _ = run(
-        capsys, "application", "submit", "--file", write(tmp_path, data), "--actor", COORDINATOR
-    )
+    _, created, _ = submit_application(capsys, tmp_path)
     code, out, err = run(
         capsys,
         "case",
@@ -126,10 +131,7 @@ def test_a_refused_step_exits_non_zero_with_one_line_naming_the_rule(
 def test_the_reason_of_an_override_is_kept_in_the_timeline(
     database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = scenarios.applicant("kadri.kuusk@example.org", "Kadri Kuusk", years_in_social_field=3)
-    _, created, _ = run(
-        capsys, "application", "submit", "--file", write(tmp_path, data), "--actor", COORDINATOR
-    )
+    _, created, _ = submit_application(capsys, tmp_path, years_in_social_field=3)
     ref = created["id"]
     run(capsys, "case", "advance", ref, "begin_review", "--actor", COORDINATOR)
     code, _, err = run(capsys, "case", "advance", ref, "mark_eligible", "--actor", COORDINATOR)
@@ -154,10 +156,7 @@ def test_the_reason_of_an_override_is_kept_in_the_timeline(
 def test_bad_input_is_named_and_changes_nothing(
     database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = scenarios.applicant("not-an-email", "Kadri Kuusk")
-    code, _, err = run(
-        capsys, "application", "submit", "--file", write(tmp_path, data), "--actor", COORDINATOR
-    )
+    code, _, err = submit_application(capsys, tmp_path, email="not-an-email")
     assert code == 1 and err.startswith("invalid input: email:")
     broken = tmp_path / "broken.json"
     broken.write_text("{not json", encoding="utf-8")
@@ -172,10 +171,7 @@ def test_bad_input_is_named_and_changes_nothing(
 def test_a_stale_expected_version_is_a_conflict(
     database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = scenarios.applicant("kadri.kuusk@example.org", "Kadri Kuusk")
-    _, created, _ = run(
-        capsys, "application", "submit", "--file", write(tmp_path, data), "--actor", COORDINATOR
-    )
+    _, created, _ = submit_application(capsys, tmp_path)
     run(capsys, "case", "advance", created["id"], "begin_review", "--actor", COORDINATOR)
     code, _, err = run(
         capsys,
