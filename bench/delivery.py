@@ -57,11 +57,15 @@ from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtplib.email import flatten_message
 from sqlalchemy import delete, func, select, update
 
-from lifecycle import bootstrap, db, delivery, mailer, outbox, scenarios
+from lifecycle import bootstrap
 from lifecycle.bootstrap import App
 from lifecycle.config import load_settings
-from lifecycle.models import Application, OutboxMessage, Person
-from lifecycle.scenarios import ManualClock
+from lifecycle.demo import scenarios
+from lifecycle.demo.scenarios import ManualClock
+from lifecycle.mail import delivery, mailer
+from lifecycle.store import db
+from lifecycle.store.models import Application, OutboxMessage, Person
+from lifecycle.workflows import outbox
 from tests.processes import free_port, wait_until
 
 START = datetime(2026, 9, 1, 7, 0, tzinfo=UTC)

@@ -45,13 +45,16 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 # The imports below come after the sys.path fix above (ruff allows it).
 from sqlalchemy import func, insert, select, update
 
-from lifecycle import bootstrap, db, scenarios, services
+from lifecycle import bootstrap
 from lifecycle.bootstrap import App
+from lifecycle.cases import services
 from lifecycle.config import load_settings
+from lifecycle.demo import scenarios
+from lifecycle.demo.scenarios import ManualClock
 from lifecycle.errors import Refused
-from lifecycle.models import MENTORING, AuditEvent, Case, Person, Relation
-from lifecycle.scenarios import ManualClock
-from lifecycle.workflow import Context
+from lifecycle.store import db
+from lifecycle.store.models import MENTORING, AuditEvent, Case, Person, Relation
+from lifecycle.workflows.spec import Context
 
 START = datetime(2026, 9, 1, 7, 0, tzinfo=UTC)
 COORDINATOR = "koordinaator@bench.example"

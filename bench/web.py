@@ -25,7 +25,7 @@ four kinds taking turns so that all see the same machine load) the median latenc
 - `directory_api`: GET /api/v1/mentors?topic=<t>&region=<r>&free=true, <t> and <r> going
   round the topics and regions;
 - `queue`: GET /console, the coordinators' work queue, logged in as a coordinator created
-  with lifecycle.web.auth.add_user.
+  with lifecycle.cases.accounts.add_user.
 
 `directory_ms` is the slower of the two directory medians. Every result is a `key=value`
 line on stdout; the last two are `directory_vs_trivial=<ratio>` and `queue_vs_trivial=<ratio>`
@@ -63,9 +63,11 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 import httpx
 from sqlalchemy import insert
 
-from lifecycle import bootstrap, db, queries
+from lifecycle import bootstrap
+from lifecycle.cases import accounts, queries
 from lifecycle.config import load_settings
-from lifecycle.models import (
+from lifecycle.store import db
+from lifecycle.store.models import (
     APPLICATION,
     MENTORING,
     TOPICS,
@@ -78,7 +80,6 @@ from lifecycle.models import (
     Relation,
     Timer,
 )
-from lifecycle.web import auth
 from tests.processes import free_port
 
 COORDINATOR = "koordinaator@bench.example"
@@ -485,7 +486,7 @@ def build_database(url: str, *, mentors: int, relations: int, seed: int) -> dict
     engine.dispose()
     app = bootstrap.build(replace(load_settings(environ={}), database_url=url))
     with app.unit() as tx:
-        auth.add_user(
+        accounts.add_user(
             tx, name="Koordinaator", email=COORDINATOR, role="coordinator", password=PASSWORD
         )
     with app.unit() as tx:

@@ -10,14 +10,14 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from lifecycle import db
 from lifecycle.config import Settings
-from lifecycle.effects import EFFECTS
-from lifecycle.engine import Tx
-from lifecycle.guards import GUARDS
-from lifecycle.loader import load_workflows
-from lifecycle.timers import ANCHORS
-from lifecycle.workflow import Registries, Workflow
+from lifecycle.store import db
+from lifecycle.workflows.effects import EFFECTS
+from lifecycle.workflows.engine import Tx
+from lifecycle.workflows.guards import GUARDS
+from lifecycle.workflows.loader import load_workflows
+from lifecycle.workflows.spec import Registries, Workflow
+from lifecycle.workflows.timers import ANCHORS
 
 REGISTRIES = Registries(guards=GUARDS, effects=EFFECTS, anchors=ANCHORS)
 

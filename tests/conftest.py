@@ -27,10 +27,13 @@ from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, event, make_url, text
 
-from lifecycle import bootstrap, db, scenarios
+from lifecycle import bootstrap
 from lifecycle.bootstrap import App
+from lifecycle.cases import accounts
 from lifecycle.config import Settings, load_settings
-from lifecycle.scenarios import ManualClock
+from lifecycle.demo import scenarios
+from lifecycle.demo.scenarios import ManualClock
+from lifecycle.store import db
 from lifecycle.web import auth
 from lifecycle.web.app import create
 
@@ -129,10 +132,10 @@ def web(app: App, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     """The web app, with COORDINATOR and COMMITTEE[0] as users (STAFF_PASSWORD); not logged in."""
     monkeypatch.setattr(auth, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024))
     with app.unit() as tx:
-        auth.add_user(
+        accounts.add_user(
             tx, name="Liis", email=COORDINATOR, role="coordinator", password=STAFF_PASSWORD
         )
-        auth.add_user(
+        accounts.add_user(
             tx, name="Helle", email=COMMITTEE[0], role="committee", password=STAFF_PASSWORD
         )
     with TestClient(create(app), follow_redirects=False) as client:

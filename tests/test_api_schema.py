@@ -33,10 +33,14 @@ from schemathesis.checks import not_a_server_error
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from lifecycle import bootstrap, db, intake, scenarios
+from lifecycle import bootstrap
+from lifecycle.cases import accounts
 from lifecycle.config import load_settings
-from lifecycle.models import Person
-from lifecycle.scenarios import ManualClock
+from lifecycle.demo import scenarios
+from lifecycle.demo.scenarios import ManualClock
+from lifecycle.schedule import intake
+from lifecycle.store import db
+from lifecycle.store.models import Person
 from lifecycle.web import auth
 from lifecycle.web.app import create
 from tests.conftest import COMMITTEE, COORDINATOR, bring, list_mentor
@@ -76,7 +80,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         # Argon2 with small costs: every generated request checks the coordinator's password.
         patch.setattr(auth, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
         with core.unit() as tx:
-            auth.add_user(
+            accounts.add_user(
                 tx, name="Liis Lepik", email=COORDINATOR, role="coordinator", password=PASSWORD
             )
         for index, email in enumerate(COMMITTEE):

@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from lifecycle import scenarios, services
 from lifecycle.bootstrap import App
+from lifecycle.cases import services
+from lifecycle.demo import scenarios
+from lifecycle.demo.scenarios import ManualClock
 from lifecycle.errors import InvalidInput, Refused
-from lifecycle.models import (
+from lifecycle.store.models import (
     Application,
     AuditEvent,
     Case,
@@ -28,14 +30,13 @@ from lifecycle.models import (
     Person,
     Timer,
 )
-from lifecycle.qualifications import (
+from lifecycle.workflows.qualifications import (
     credential_rule,
     degree_rule,
     evaluate,
     experience_rule,
     manager_rule,
 )
-from lifecycle.scenarios import ManualClock
 from tests.conftest import COMMITTEE, COORDINATOR, bring
 
 APPLICANT = "mari.maasikas@example.ee"

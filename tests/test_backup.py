@@ -22,13 +22,16 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import select
 
-from lifecycle import backup, bootstrap, db, scenarios
+from lifecycle import bootstrap
 from lifecycle.bootstrap import App
 from lifecycle.cli import main
 from lifecycle.config import load_settings
+from lifecycle.demo import scenarios
+from lifecycle.demo.scenarios import ManualClock
 from lifecycle.errors import Refused
-from lifecycle.models import AuditEvent, Case, Timer
-from lifecycle.scenarios import ManualClock
+from lifecycle.privacy import backup
+from lifecycle.store import db
+from lifecycle.store.models import AuditEvent, Case, Timer
 from tests.conftest import COMMITTEE, COORDINATOR, START
 
 

@@ -44,12 +44,15 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from lifecycle import bootstrap, delivery, scenarios, scheduler, sink
+from lifecycle import bootstrap
 from lifecycle.bootstrap import App
+from lifecycle.cases.accounts import add_user
 from lifecycle.config import load_settings
-from lifecycle.models import ActionToken
-from lifecycle.scenarios import ManualClock
-from lifecycle.web.auth import add_user
+from lifecycle.demo import scenarios
+from lifecycle.demo.scenarios import ManualClock
+from lifecycle.mail import delivery, sink
+from lifecycle.schedule import scheduler
+from lifecycle.store.models import ActionToken
 from tests.conftest import COMMITTEE, COORDINATOR, bring, list_mentor
 from tests.processes import free_port
 

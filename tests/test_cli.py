@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from lifecycle import bootstrap, scenarios
+from lifecycle import bootstrap
 from lifecycle.cli import main, parser
 from lifecycle.config import load_settings
-from lifecycle.scenarios import ManualClock
+from lifecycle.demo import scenarios
+from lifecycle.demo.scenarios import ManualClock
 from tests.conftest import COMMITTEE, COORDINATOR, START, write_lock_held
 
 

@@ -8,9 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from lifecycle import bulk
 from lifecycle.bootstrap import App
-from lifecycle.models import IntakeRound
+from lifecycle.mail import bulk
+from lifecycle.store.models import IntakeRound
 from tests.conftest import COMMITTEE, COORDINATOR, STAFF_PASSWORD
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')

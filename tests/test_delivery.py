@@ -38,15 +38,18 @@ from markupsafe import escape
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from lifecycle import bootstrap, delivery, emails, mailer, outbox, scenarios
+from lifecycle import bootstrap
 from lifecycle.bootstrap import App
 from lifecycle.cli import main
 from lifecycle.config import Settings, load_settings
-from lifecycle.engine import load_case
+from lifecycle.demo import scenarios
+from lifecycle.demo.scenarios import ManualClock
 from lifecycle.errors import InvalidInput
-from lifecycle.models import Application, OutboxMessage, Person, Relation
-from lifecycle.scenarios import ManualClock
-from lifecycle.sink import subject_of
+from lifecycle.mail import delivery, emails, mailer
+from lifecycle.mail.sink import subject_of
+from lifecycle.store.models import Application, OutboxMessage, Person, Relation
+from lifecycle.workflows import outbox
+from lifecycle.workflows.engine import load_case
 from tests.conftest import (
     COMMITTEE,
     COORDINATOR,
@@ -778,7 +781,7 @@ def test_a_database_locked_while_a_batch_is_sent_sends_each_message_once_it_reco
             threading.Timer(locked_seconds, lambda: locker.execute("ROLLBACK")).start()
 
     sink.on_accept = lock_after_the_tenth
-    caplog.set_level(logging.INFO, logger="lifecycle.delivery")
+    caplog.set_level(logging.INFO, logger="lifecycle.mail.delivery")
 
     def all_sent() -> bool:  # a read takes no lock: it runs while the lock is held
         with app.read() as tx:

@@ -12,10 +12,12 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from lifecycle import bootstrap, cli, db, demo
+from lifecycle import bootstrap, cli
 from lifecycle.config import Settings, load_settings
+from lifecycle.demo import story as demo
 from lifecycle.errors import Refused
-from lifecycle.models import (
+from lifecycle.store import db
+from lifecycle.store.models import (
     APPLICATION,
     MENTORING,
     TOPICS,
@@ -28,7 +30,7 @@ from lifecycle.models import (
     Person,
     Relation,
 )
-from lifecycle.workflow import Workflow
+from lifecycle.workflows.spec import Workflow
 
 
 def _migrated(path: Path) -> Settings:

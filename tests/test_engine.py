@@ -11,12 +11,14 @@ from alembic.migration import MigrationContext
 from sqlalchemy import event, func, select, update
 from sqlalchemy.exc import DBAPIError
 
-from lifecycle import engine, outbox, scenarios, services
 from lifecycle.bootstrap import App
-from lifecycle.engine import Tx
+from lifecycle.cases import services
+from lifecycle.demo import scenarios
+from lifecycle.demo.scenarios import ManualClock
 from lifecycle.errors import Conflict, NotFound, Refused
-from lifecycle.models import AuditEvent, Base, Case, OutboxMessage, Person, Timer
-from lifecycle.scenarios import ManualClock
+from lifecycle.store.models import AuditEvent, Base, Case, OutboxMessage, Person, Timer
+from lifecycle.workflows import engine, outbox
+from lifecycle.workflows.engine import Tx
 from tests.conftest import COORDINATOR, list_mentor
 
 MENTOR = "mentor@example.org"

@@ -39,14 +39,17 @@ from hypothesis import strategies as st
 from markupsafe import escape
 from sqlalchemy import delete, func, select
 
-from lifecycle import bulk, links, mailer, scenarios
 from lifecycle.bootstrap import App
-from lifecycle.engine import load_case
-from lifecycle.models import Base, LoginFailure, OutboxMessage, Person, Relation
-from lifecycle.scenarios import ManualClock
+from lifecycle.cases import accounts
+from lifecycle.demo import scenarios
+from lifecycle.demo.scenarios import ManualClock
+from lifecycle.mail import bulk, mailer
+from lifecycle.store.models import Base, LoginFailure, OutboxMessage, Person, Relation
 from lifecycle.web import api, auth, console, public
 from lifecycle.web import links as link_pages
 from lifecycle.web.app import MAX_BODY, create
+from lifecycle.workflows import links
+from lifecycle.workflows.engine import load_case
 from tests.conftest import COMMITTEE, COORDINATOR
 from tests.test_web import application_form, bring, csrf_of, listed, login, open_round, submit
 from tests.test_web_links import hidden, link_in
@@ -91,7 +94,7 @@ def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def site(app: App) -> FastAPI:
     with app.unit() as tx:
-        auth.add_user(
+        accounts.add_user(
             tx, name="Liis Lepik", email=COORDINATOR, role="coordinator", password=PASSWORD
         )
     return create(app)
@@ -806,7 +809,7 @@ def test_hostile_text_in_console_and_link_forms_is_kept_as_text_and_never_a_serv
     assert str(escape(MARKUP["name"])) in listing and not RAW.search(listing)
 
     with app.unit() as tx:
-        auth.add_user(
+        accounts.add_user(
             tx, name="Helle Hein", email=COMMITTEE[0], role="committee", password=PASSWORD
         )
     member = browser(site)

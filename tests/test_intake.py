@@ -23,13 +23,17 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from lifecycle import bootstrap, bulk, delivery, intake, links, scenarios
+from lifecycle import bootstrap
 from lifecycle.bootstrap import App
 from lifecycle.cli import main
 from lifecycle.config import Settings, load_settings
-from lifecycle.engine import load_case
+from lifecycle.demo import scenarios
+from lifecycle.demo.scenarios import ManualClock
 from lifecycle.errors import InvalidInput, Refused
-from lifecycle.models import (
+from lifecycle.mail import bulk, delivery
+from lifecycle.mail.sink import start as start_sink
+from lifecycle.schedule import intake
+from lifecycle.store.models import (
     APPLICATION,
     ActionToken,
     Announcement,
@@ -38,8 +42,9 @@ from lifecycle.models import (
     OutboxMessage,
     Subscriber,
 )
-from lifecycle.scenarios import ManualClock
-from lifecycle.sink import start as start_sink
+from lifecycle.workflows import links
+from lifecycle.workflows.engine import load_case
+from lifecycle.workflows.rounds import current_round
 from tests.conftest import COMMITTEE, COORDINATOR, START, list_mentor
 from tests.processes import free_port
 
@@ -231,8 +236,8 @@ def test_a_service_started_in_the_middle_of_a_round_creates_that_round_open(
     clock.now = datetime(2026, 9, 15, 12, 0, tzinfo=ZONE).astimezone(UTC)
     with app.unit() as tx:
         intake.ensure_rounds(tx)
-        assert intake.current_round(tx.session, tx.now) is not None
-        assert intake.current_round(tx.session, tx.now).name == "Sügisvoor 2026"
+        assert current_round(tx.session, tx.now) is not None
+        assert current_round(tx.session, tx.now).name == "Sügisvoor 2026"
 
 
 def test_a_cancelled_or_moved_scheduled_round_is_not_created_again(
@@ -311,7 +316,7 @@ def test_a_coordinator_creates_moves_and_cancels_a_round(app: App, clock: Manual
     # A cancelled round never opens: no announcement, and no application is taken in it.
     clock.now = local(2026, 11, 10)
     with app.unit() as tx:
-        assert intake.current_round(tx.session, tx.now) is None
+        assert current_round(tx.session, tx.now) is None
     run_round_mail(app)
     assert outbox_rows(app, "round_opened") == []
 

@@ -27,12 +27,14 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import func, select
 
-from lifecycle import bootstrap, scenarios, services
+from lifecycle import bootstrap
 from lifecycle.bootstrap import App
+from lifecycle.cases import services
 from lifecycle.config import load_settings
-from lifecycle.engine import parse_ref
+from lifecycle.demo import scenarios
+from lifecycle.demo.scenarios import ManualClock
 from lifecycle.errors import Conflict, InvalidInput, NotFound, Refused
-from lifecycle.models import (
+from lifecycle.store.models import (
     APPLICATION,
     MENTORING,
     TOPICS,
@@ -42,8 +44,8 @@ from lifecycle.models import (
     Person,
     Timer,
 )
-from lifecycle.scenarios import ManualClock
-from lifecycle.workflow import FieldSpec
+from lifecycle.workflows.engine import parse_ref
+from lifecycle.workflows.spec import FieldSpec
 from tests.conftest import COMMITTEE, COORDINATOR, START, bring, list_mentor
 
 # The errors a caller is shown; each must leave the database exactly as it was.

@@ -31,13 +31,17 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from lifecycle import delivery, jobs, links, logs, scenarios, scheduler, sink
+from lifecycle import logs
 from lifecycle.bootstrap import App
 from lifecycle.cli import main
 from lifecycle.config import Settings
-from lifecycle.models import ActionToken, OutboxMessage, Relation
-from lifecycle.scenarios import ManualClock
+from lifecycle.demo import scenarios
+from lifecycle.demo.scenarios import ManualClock
+from lifecycle.mail import delivery, sink
+from lifecycle.schedule import jobs, scheduler
+from lifecycle.store.models import ActionToken, OutboxMessage, Relation
 from lifecycle.web.app import create
+from lifecycle.workflows import links
 from tests.conftest import COMMITTEE, COORDINATOR
 from tests.processes import free_port
 
@@ -100,12 +104,12 @@ def test_json_format_writes_one_object_a_line_with_level_logger_and_time(
 ) -> None:
     stream = capture(settings, format="json")
 
-    logging.getLogger("lifecycle.jobs").info("timer %s fired", 12, extra={"case": "M-3"})
-    structlog.get_logger("lifecycle.privacy").info("retention", relations=2)
+    logging.getLogger("lifecycle.schedule.jobs").info("timer %s fired", 12, extra={"case": "M-3"})
+    structlog.get_logger("lifecycle.privacy.people").info("retention", relations=2)
 
     first, second = json_lines(stream)
     assert first["event"] == "timer 12 fired" and first["case"] == "M-3"
-    assert (first["level"], first["logger"]) == ("info", "lifecycle.jobs")
+    assert (first["level"], first["logger"]) == ("info", "lifecycle.schedule.jobs")
     assert first["timestamp"].endswith("Z")
     assert (second["event"], second["relations"]) == ("retention", 2)
 
@@ -116,10 +120,10 @@ def test_the_console_format_is_the_default_and_is_not_json(
     assert settings.log_format == "console"
     stream = capture(settings, format=settings.log_format)
 
-    logging.getLogger("lifecycle.delivery").info("outbox: %s sent", 3)
+    logging.getLogger("lifecycle.mail.delivery").info("outbox: %s sent", 3)
 
     line = stream.getvalue().strip()
-    assert "outbox: 3 sent" in line and "lifecycle.delivery" in line
+    assert "outbox: 3 sent" in line and "lifecycle.mail.delivery" in line
     with pytest.raises(json.JSONDecodeError):
         json.loads(line)
 
@@ -179,8 +183,10 @@ def test_the_worker_command_logs_json_lines_when_configured(
 
     output = capsys.readouterr()
     events = [json.loads(line) for line in output.err.splitlines()]
-    assert any(e["logger"] == "lifecycle.jobs" and "review_overdue" in e["event"] for e in events)
-    assert any(e["logger"] == "lifecycle.delivery" for e in events)
+    assert any(
+        e["logger"] == "lifecycle.schedule.jobs" and "review_overdue" in e["event"] for e in events
+    )
+    assert any(e["logger"] == "lifecycle.mail.delivery" for e in events)
     assert json.loads(output.out)["timers"]["fired"] >= 1
 
 
@@ -344,7 +350,7 @@ def test_a_full_run_logs_no_confidential_text_and_no_link_token(
     assert unsent == [] and len(tokens) > 10
     lines = json_lines(stream)
     loggers = {line["logger"] for line in lines}
-    assert {"lifecycle.jobs", "lifecycle.delivery"} <= loggers  # the capture works
+    assert {"lifecycle.schedule.jobs", "lifecycle.mail.delivery"} <= loggers  # the capture works
     text = stream.getvalue()
     assert [secret for secret in CONFIDENTIAL if secret in text] == []
     assert [token for token in tokens if token in text] == []

@@ -13,11 +13,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
-from lifecycle import scenarios
 from lifecycle.bootstrap import App
-from lifecycle.engine import Tx, load_case
+from lifecycle.demo import scenarios
+from lifecycle.demo.scenarios import ManualClock
 from lifecycle.errors import InvalidInput, Refused
-from lifecycle.models import (
+from lifecycle.store.models import (
     Agreement,
     AuditEvent,
     Case,
@@ -28,7 +28,7 @@ from lifecycle.models import (
     Relation,
     Timer,
 )
-from lifecycle.scenarios import ManualClock
+from lifecycle.workflows.engine import Tx, load_case
 from tests.conftest import COORDINATOR, list_mentor
 
 TALLINN = ZoneInfo("Europe/Tallinn")

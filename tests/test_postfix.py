@@ -31,9 +31,9 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from lifecycle import delivery
 from lifecycle.bootstrap import App
 from lifecycle.config import Settings
+from lifecycle.mail import delivery
 from tests.processes import free_port, wait_until
 from tests.test_delivery import count_status, outbox_rows, queue_bulk
 

@@ -15,12 +15,16 @@ from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect, select
 
-from lifecycle import bulk, db, delivery, emails, links, privacy, scenarios, scheduler
 from lifecycle.bootstrap import App
 from lifecycle.cli import main
-from lifecycle.engine import load_case
+from lifecycle.demo import scenarios
+from lifecycle.demo.scenarios import ManualClock
 from lifecycle.errors import Refused
-from lifecycle.models import (
+from lifecycle.mail import bulk, delivery, emails
+from lifecycle.privacy import people as privacy
+from lifecycle.schedule import scheduler
+from lifecycle.store import db
+from lifecycle.store.models import (
     ActionToken,
     AuditEvent,
     Base,
@@ -32,8 +36,9 @@ from lifecycle.models import (
     PrivacyEvent,
     Relation,
 )
-from lifecycle.scenarios import ManualClock
 from lifecycle.web.app import create
+from lifecycle.workflows import links
+from lifecycle.workflows.engine import load_case
 from tests.conftest import COMMITTEE, COORDINATOR, list_mentor
 
 MENTOR, MENTOR_NAME = "maie.mand@example.org", "Maie Mänd"

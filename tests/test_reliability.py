@@ -21,12 +21,13 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
-from lifecycle import jobs, scenarios
 from lifecycle.bootstrap import App
-from lifecycle.engine import load_case
+from lifecycle.demo import scenarios
+from lifecycle.demo.scenarios import ManualClock
 from lifecycle.errors import MentorlusError
-from lifecycle.models import Timer
-from lifecycle.scenarios import ManualClock
+from lifecycle.schedule import jobs
+from lifecycle.store.models import Timer
+from lifecycle.workflows.engine import load_case
 from tests.conftest import list_mentor
 from tests.reliability.scenario import Run, Unavailable, run_postgres
 from tests.reliability.sqlite_faults import run_sqlite

@@ -19,13 +19,16 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from lifecycle import bootstrap, intake, reports, scenarios
+from lifecycle import bootstrap
 from lifecycle.bootstrap import App
 from lifecycle.cli import main
 from lifecycle.config import ConfigError, Settings, load_settings
-from lifecycle.disclosure import HIDDEN, Table, protect
-from lifecycle.scenarios import ManualClock
-from lifecycle.web.charts import bars, columns
+from lifecycle.demo import scenarios
+from lifecycle.demo.scenarios import ManualClock
+from lifecycle.reports import tables as reports
+from lifecycle.reports.charts import bars, columns
+from lifecycle.reports.disclosure import HIDDEN, Table, protect
+from lifecycle.schedule import intake
 from tests.conftest import COMMITTEE, COORDINATOR, STAFF_PASSWORD, bring
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')

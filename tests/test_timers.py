@@ -26,13 +26,16 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
-from lifecycle import bootstrap, intake, jobs, queries, scenarios, scheduler, upcoming
+from lifecycle import bootstrap
 from lifecycle.bootstrap import App
+from lifecycle.cases import queries
 from lifecycle.cli import main
 from lifecycle.config import Settings, load_settings
-from lifecycle.engine import load_case
-from lifecycle.models import AuditEvent, Case, IntakeRound, OutboxMessage, Timer
-from lifecycle.scenarios import ManualClock
+from lifecycle.demo import scenarios
+from lifecycle.demo.scenarios import ManualClock
+from lifecycle.schedule import intake, jobs, scheduler, upcoming
+from lifecycle.store.models import AuditEvent, Case, IntakeRound, OutboxMessage, Timer
+from lifecycle.workflows.engine import load_case
 from tests.conftest import COMMITTEE, COORDINATOR, START, bring
 
 TALLINN = ZoneInfo("Europe/Tallinn")
@@ -444,7 +447,7 @@ def test_a_worker_down_for_40_days_fires_what_came_due_in_due_order_once_even_af
     before = last_outbox_id(app)
     clock.advance(days=40)  # nothing ran meanwhile
 
-    caplog.set_level(logging.INFO, logger="lifecycle.jobs")
+    caplog.set_level(logging.INFO, logger="lifecycle.schedule.jobs")
     assert jobs.fire_due_timers(app) == {"fired": 2, "skipped": 0}
 
     fired = [m.groups()[1:] for r in caplog.records if (m := LOG_LINE.search(r.getMessage()))]

@@ -20,10 +20,12 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import event, func, select
 
-from lifecycle import intake, queries, scenarios
 from lifecycle.bootstrap import App
-from lifecycle.engine import load_case
-from lifecycle.models import (
+from lifecycle.cases import accounts, queries
+from lifecycle.demo import scenarios
+from lifecycle.demo.scenarios import ManualClock
+from lifecycle.schedule import intake
+from lifecycle.store.models import (
     Application,
     AuditEvent,
     Case,
@@ -31,9 +33,9 @@ from lifecycle.models import (
     OutboxMessage,
     Person,
 )
-from lifecycle.scenarios import ManualClock
 from lifecycle.web import auth
 from lifecycle.web.app import create
+from lifecycle.workflows.engine import load_case
 from tests.conftest import COMMITTEE, COORDINATOR, bring, list_mentor, write_lock_held
 
 PASSWORD = "korrektne-hobune-patarei"
@@ -66,11 +68,11 @@ def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
 def site(app: App) -> FastAPI:
     """The web app, with passwords for the conftest coordinator and committee members."""
     with app.unit() as tx:
-        auth.add_user(
+        accounts.add_user(
             tx, name="Liis Lepik", email=COORDINATOR, role="coordinator", password=PASSWORD
         )
         for index, email in enumerate(COMMITTEE):
-            auth.add_user(
+            accounts.add_user(
                 tx,
                 name=f"Komisjoniliige {index + 1}",
                 email=email,
@@ -659,7 +661,7 @@ def interview(app: App, clock: ManualClock, email: str, name: str, committee: li
 def interviews(app: App, clock: ManualClock) -> tuple[str, str]:
     """Two interviews: the first with the whole committee, the second without COMMITTEE[0]."""
     with app.unit() as tx:
-        auth.add_user(
+        accounts.add_user(
             tx,
             name="Neljas Liige",
             email="neljas@esta.example",
@@ -909,7 +911,7 @@ def test_the_session_cookie_is_httponly_and_samesite_lax(web: TestClient) -> Non
 def test_the_session_cookie_is_secure_when_the_site_runs_on_https(app: App) -> None:
     secure = replace(app, settings=replace(app.settings, base_url="https://mentorlus.example"))
     with app.unit() as tx:
-        auth.add_user(tx, name="Liis", email=COORDINATOR, role="coordinator", password=PASSWORD)
+        accounts.add_user(tx, name="Liis", email=COORDINATOR, role="coordinator", password=PASSWORD)
     client = TestClient(create(secure), base_url="https://testserver", follow_redirects=False)
     answer = login(client, COORDINATOR)
     assert answer.status_code == 303

@@ -16,11 +16,14 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import select
 
-from lifecycle import bulk, emails, jobs, scenarios
 from lifecycle.bootstrap import App
-from lifecycle.engine import load_case
+from lifecycle.cases import accounts
+from lifecycle.demo import scenarios
+from lifecycle.demo.scenarios import ManualClock
 from lifecycle.errors import Refused
-from lifecycle.models import (
+from lifecycle.mail import bulk, emails
+from lifecycle.schedule import jobs
+from lifecycle.store.models import (
     Agreement,
     AuditEvent,
     Feedback,
@@ -29,11 +32,10 @@ from lifecycle.models import (
     Relation,
     Subscriber,
 )
-from lifecycle.scenarios import ManualClock
-from lifecycle.web import auth
 from lifecycle.web.app import create
 from lifecycle.web.links import ACTION_TRIGGERS
-from lifecycle.workflow import LINK_ACTIONS
+from lifecycle.workflows.engine import load_case
+from lifecycle.workflows.spec import LINK_ACTIONS
 from tests.conftest import COORDINATOR, bring, list_mentor, write_lock_held
 
 MENTOR = "mari.mets@example.org"
@@ -436,7 +438,7 @@ def test_a_coordinators_console_session_grants_no_link_actions(
 ) -> None:
     ref = request(app)
     with app.unit() as tx:
-        auth.add_user(
+        accounts.add_user(
             tx, name="Liis Lepik", email=COORDINATOR, role="coordinator", password=PASSWORD
         )
     client = browser(app)

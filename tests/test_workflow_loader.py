@@ -10,9 +10,9 @@ import pytest
 
 from lifecycle.bootstrap import REGISTRIES
 from lifecycle.config import PROJECT_ROOT, ConfigError, Settings, load_settings
-from lifecycle.emails import environment, render, sample_context
-from lifecycle.loader import load_workflow, load_workflows
-from lifecycle.workflow import WorkflowError
+from lifecycle.mail.emails import environment, render, sample_context
+from lifecycle.workflows.loader import load_workflow, load_workflows
+from lifecycle.workflows.spec import WorkflowError
 
 WORKFLOW_FILES = sorted((PROJECT_ROOT / "workflows").glob("*.toml"))
 TEMPLATES = PROJECT_ROOT / "email_templates"

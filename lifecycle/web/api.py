@@ -12,12 +12,12 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Res
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, Field
 
-from lifecycle import queries, services
-from lifecycle.directory import MAX_PAGE, Entry, Filters
+from lifecycle.cases import queries, services
+from lifecycle.directory.search import MAX_PAGE, Entry, Filters
 from lifecycle.errors import Conflict, InvalidInput, MentorlusError, NotFound, Refused
-from lifecycle.models import Person
+from lifecycle.store.models import Person
 from lifecycle.web import auth
-from lifecycle.web.app import core
+from lifecycle.web.pages import core
 from lifecycle.web.public import directory_entries, mentor_entry
 
 router = APIRouter(prefix="/api/v1", tags=["v1"])

@@ -3,76 +3,28 @@
 from __future__ import annotations
 
 import logging
-import tomllib
-from functools import cache
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 from starlette.datastructures import Headers
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lifecycle import db
 from lifecycle.bootstrap import App
-from lifecycle.models import LANGUAGES, TOPIC_LABELS
-from lifecycle.web import auth
+from lifecycle.store import db
+from lifecycle.web import api, console, public
+from lifecycle.web import links as link_pages
+from lifecycle.web.pages import page
 
 HERE = Path(__file__).parent
 log = logging.getLogger(__name__)
 # The largest request body taken: the longest form, an application, is a few KB even
 # percent-encoded; anything near this is not a person typing.
 MAX_BODY = 256 * 1024
-TEMPLATES = Jinja2Templates(directory=HERE / "templates")
-
-
-@cache
-def texts() -> dict[str, dict[str, dict[str, str]]]:
-    return tomllib.loads((HERE / "texts.toml").read_text(encoding="utf-8"))
-
-
-def language(request: Request) -> str:
-    chosen = request.query_params.get("lang")
-    if chosen in LANGUAGES:
-        request.session["lang"] = chosen
-    return str(request.session.get("lang", core(request).settings.language))
-
-
-def core(request: Request) -> App:
-    app: App = request.app.state.core
-    return app
-
-
-def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    """Render a page in the reader's language with what every page needs."""
-    lang = language(request)
-
-    def t(key: str) -> str:
-        section, _, item = key.partition(".")
-        return texts()[section][item][lang]
-
-    return TEMPLATES.TemplateResponse(
-        request,
-        name,
-        {
-            "lang": lang,
-            "t": t,
-            "topics": {name: labels[lang] for name, labels in TOPIC_LABELS.items()},
-            "csrf": auth.csrf_token(request),
-            "staff": request.session.get("staff_name"),
-            **context,
-        },
-        status_code=status_code,
-    )
-
-
-def redirect(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303)
 
 
 class InputGuard:
@@ -164,10 +116,6 @@ async def database_unavailable(request: Request, error: Exception) -> Response:
 
 def create(core_app: App) -> FastAPI:
     """The web app for one App: pages, links, console, committee view and the JSON API."""
-    # Imported here: the routers use this module's page helpers.
-    from lifecycle.web import api, console, public
-    from lifecycle.web import links as link_pages
-
     web = FastAPI(
         title="Mentorlus", version="1", openapi_url="/openapi.json", docs_url=None, redoc_url=None
     )

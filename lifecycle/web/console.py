@@ -12,9 +12,13 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
-from lifecycle import disclosure, intake, queries, reports, services
+from lifecycle.cases import queries, services
 from lifecycle.errors import Conflict, InvalidInput, NotFound, Refused
-from lifecycle.models import (
+from lifecycle.reports import disclosure
+from lifecycle.reports import tables as reports
+from lifecycle.reports.charts import report_charts
+from lifecycle.schedule import intake
+from lifecycle.store.models import (
     TOPIC_LABELS,
     Application,
     CommitteeVote,
@@ -22,10 +26,9 @@ from lifecycle.models import (
     Person,
     Subscriber,
 )
-from lifecycle.web import auth, public
-from lifecycle.web.app import core, language, page, redirect, texts
-from lifecycle.web.charts import report_charts
+from lifecycle.web import auth, forms
 from lifecycle.web.diagram import svg
+from lifecycle.web.pages import core, language, page, redirect, texts
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -321,9 +324,9 @@ def application_form(request: Request) -> HTMLResponse:
     return page(
         request,
         "application_new.html",
-        values=public.blank_application(request),
+        values=forms.blank_application(request),
         errors={},
-        **public.application_choices(),
+        **forms.application_choices(),
     )
 
 
@@ -332,8 +335,8 @@ async def application_submit(request: Request) -> Response:
     coordinator = _staff(request, "coordinator")
     form = await request.form()
     auth.check_csrf(request, str(form.get("csrf", "")))
-    values = public.application_values(form)
-    data, rows = public.application_data(values)
+    values = forms.application_values(form)
+    data, rows = forms.application_data(values)
 
     def again(status_code: int, errors: dict[str, str]) -> HTMLResponse:
         return page(
@@ -342,14 +345,14 @@ async def application_submit(request: Request) -> Response:
             status_code=status_code,
             values=values,
             errors=errors,
-            **public.application_choices(),
+            **forms.application_choices(),
         )
 
     try:
         with core(request).unit() as tx:
             ref = services.submit_application(tx, data=data, actor_email=coordinator.email).ref
     except InvalidInput as error:
-        return again(422, {public.application_field(error.field, rows): error.message})
+        return again(422, {forms.application_field(error.field, rows): error.message})
     except Refused as error:
         return again(409, {"form": str(error)})
     return redirect(f"/console/cases/{ref}")

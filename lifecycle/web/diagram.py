@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
-from lifecycle.workflow import Workflow
+from lifecycle.workflows.spec import Workflow
 
 BOX_H, GAP_X, GAP_Y, PAD = 40, 50, 24, 20
 CHAR_W = 7.2  # an average character at the 13 px font size

@@ -17,11 +17,11 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
-from lifecycle import bulk, links, outbox, services
-from lifecycle.emails import day, when
-from lifecycle.engine import Tx, load_case, roles_on
+from lifecycle.cases import services
 from lifecycle.errors import Conflict, InvalidInput, NotFound, Refused
-from lifecycle.models import (
+from lifecycle.mail import bulk
+from lifecycle.mail.emails import day, when
+from lifecycle.store.models import (
     ActionToken,
     Application,
     AuditEvent,
@@ -32,7 +32,9 @@ from lifecycle.models import (
     Subscriber,
 )
 from lifecycle.web import auth
-from lifecycle.web.app import core, language, page, redirect
+from lifecycle.web.pages import core, language, page, redirect
+from lifecycle.workflows import links, outbox
+from lifecycle.workflows.engine import Tx, load_case, roles_on
 
 router = APIRouter(include_in_schema=False)
 

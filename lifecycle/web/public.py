@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
-from starlette.datastructures import FormData
 
-from lifecycle import bulk, intake, services
-from lifecycle.directory import Entry, Filters, Page, listed_regions, search, suitable_mentors
+from lifecycle.cases import services
+from lifecycle.directory.search import (
+    Entry,
+    Filters,
+    Page,
+    listed_regions,
+    search,
+    suitable_mentors,
+)
 from lifecycle.errors import InvalidInput, MentorlusError, Refused
-from lifecycle.models import (
-    CREDENTIAL_KINDS,
-    DEGREE_LEVELS,
+from lifecycle.mail import bulk
+from lifecycle.store.models import (
     FORMATS,
     LANGUAGES,
-    REGIONS,
     Person,
 )
-from lifecycle.web import auth
-from lifecycle.web.app import core, language, page
+from lifecycle.web import auth, forms
+from lifecycle.web.pages import core, language, page
+from lifecycle.workflows import rounds
 
 router = APIRouter(include_in_schema=False)
 
@@ -182,72 +186,12 @@ def submit_request(
     return page(request, "done.html", heading="request.sent", text="request.sent_text", ref=ref)
 
 
-# The form offers this many certificate rows; the API takes any number.
-CREDENTIAL_ROWS = 3
-# Form field part → the API's name for it.
-CREDENTIAL_PARTS = {"kind": "kind", "issuer": "issuer", "year": "year", "valid": "valid_until"}
-APPLICATION_TEXT_FIELDS = (
-    "name",
-    "email",
-    "language",
-    "organisation",
-    "region",
-    "degree_level",
-    "degree_field",
-    "years_in_social_field",
-    "background",
-    "capacity",
-    "fee_note",
-)
-
-
-def application_values(form: FormData) -> dict[str, Any]:
-    """The application form as typed: shown again unchanged when something is wrong."""
-    values: dict[str, Any] = {key: str(form.get(key, "")) for key in APPLICATION_TEXT_FIELDS}
-    for index in range(CREDENTIAL_ROWS):
-        for part in CREDENTIAL_PARTS:
-            key = f"credential_{part}_{index}"
-            values[key] = str(form.get(key, ""))
-    for key in ("topics", "languages", "formats", "regions"):
-        values[key] = [str(v) for v in form.getlist(key)]
-    values["degree_in_social_work"] = form.get("degree_in_social_work") == "on"
-    values["notify_rounds"] = form.get("notify_rounds") == "on"
-    return values
-
-
-def application_data(values: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
-    """The application the form's values describe, and which certificate rows it used."""
-    data = {key: value for key, value in values.items() if not key.startswith("credential_")}
-    rows = [  # the certificate rows with anything typed in them
-        index
-        for index in range(CREDENTIAL_ROWS)
-        if any(values[f"credential_{part}_{index}"] for part in CREDENTIAL_PARTS)
-    ]
-    data["credentials"] = [
-        {
-            name: values[f"credential_{part}_{index}"] or None
-            for part, name in CREDENTIAL_PARTS.items()
-        }
-        for index in rows
-    ]
-    return data, rows
-
-
-def application_field(field: str, rows: list[int]) -> str:
-    """The form field an error names: credentials[1].year → the year of the row it came from."""
-    match = re.fullmatch(r"credentials\[(\d+)\]\.(\w+)", field)
-    if match is None:
-        return field
-    parts = {name: part for part, name in CREDENTIAL_PARTS.items()}
-    return f"credential_{parts.get(match[2], 'kind')}_{rows[int(match[1])]}"
-
-
 def _apply_form(
     request: Request, values: dict[str, Any], errors: dict[str, str], status_code: int = 200
 ) -> HTMLResponse:
     with core(request).read() as tx:
-        current = intake.current_round(tx.session, tx.now)
-        upcoming = intake.next_round(tx.session, tx.now)
+        current = rounds.current_round(tx.session, tx.now)
+        upcoming = rounds.next_round(tx.session, tx.now)
         zone = tx.settings.time_zone
     return page(
         request,
@@ -258,48 +202,27 @@ def _apply_form(
         current=current,
         upcoming=upcoming,
         zone=zone,
-        **application_choices(),
+        **forms.application_choices(),
     )
-
-
-def application_choices() -> dict[str, Any]:
-    """What the application form offers to choose from."""
-    return {
-        "degree_levels": DEGREE_LEVELS,
-        "credential_kinds": CREDENTIAL_KINDS,
-        "credential_rows": CREDENTIAL_ROWS,
-        "formats": FORMATS,
-        "languages": LANGUAGES,
-        "regions": REGIONS,
-    }
-
-
-def blank_application(request: Request) -> dict[str, Any]:
-    return {
-        "language": language(request),
-        "capacity": "2",
-        "languages": ["et"],
-        "formats": ["in_person", "online"],
-    }
 
 
 @router.get("/apply", response_class=HTMLResponse)
 def apply_form(request: Request) -> HTMLResponse:
-    return _apply_form(request, blank_application(request), {})
+    return _apply_form(request, forms.blank_application(request), {})
 
 
 @router.post("/apply", response_class=HTMLResponse)
 async def submit_application(request: Request) -> Response:
     form = await request.form()
     auth.check_csrf(request, str(form.get("csrf", "")))
-    values = application_values(form)
-    data, rows = application_data(values)
+    values = forms.application_values(form)
+    data, rows = forms.application_data(values)
     try:
         with core(request).unit() as tx:
             ref = services.submit_application(tx, data=data).ref
     except InvalidInput as error:
         return _apply_form(
-            request, values, {application_field(error.field, rows): error.message}, 422
+            request, values, {forms.application_field(error.field, rows): error.message}, 422
         )
     except MentorlusError as error:
         return _apply_form(request, values, {"form": str(error)}, 409)

@@ -24,8 +24,8 @@ from typing import Any
 from sqlalchemy import select
 
 from lifecycle.bootstrap import App
-from lifecycle.models import AuditEvent, Case, OutboxMessage, Timer
-from lifecycle.workflow import TransitionSpec, Workflow
+from lifecycle.store.models import AuditEvent, Case, OutboxMessage, Timer
+from lifecycle.workflows.spec import TransitionSpec, Workflow
 from tests.reliability.load import Ack
 
 # A due timer is fired at the next tick of a worker's timer job (every 30 s), plus its run.

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from lifecycle import scenarios
+from lifecycle.demo import scenarios
 from tests.reliability.harness import Sink
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')

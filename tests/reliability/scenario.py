@@ -29,12 +29,16 @@ from typing import Any
 
 from sqlalchemy import create_engine, func, select, text
 
-from lifecycle import bootstrap, db, delivery, intake, scenarios
+from lifecycle import bootstrap
 from lifecycle.bootstrap import App
+from lifecycle.cases import accounts
 from lifecycle.config import Settings, load_settings
-from lifecycle.models import AuditEvent, OutboxMessage, Timer
-from lifecycle.scenarios import ManualClock
-from lifecycle.web import auth
+from lifecycle.demo import scenarios
+from lifecycle.demo.scenarios import ManualClock
+from lifecycle.mail import delivery
+from lifecycle.schedule import intake
+from lifecycle.store import db
+from lifecycle.store.models import AuditEvent, OutboxMessage, Timer
 from tests.reliability import checks
 from tests.reliability.harness import (
     Exit,
@@ -163,7 +167,7 @@ def populate(settings: Settings, *, mentors: int) -> list[Mentor]:
     app = bootstrap.build(settings, clock=clock)
     email, password = COORDINATOR
     with app.unit() as tx:
-        auth.add_user(
+        accounts.add_user(
             tx, name="Kaia Koordinaator", email=email, role="coordinator", password=password
         )
         intake.create_round(

@@ -34,10 +34,12 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from lifecycle import bootstrap, db, scenarios
+from lifecycle import bootstrap
 from lifecycle.bootstrap import App
 from lifecycle.config import load_settings
-from lifecycle.models import Case, Person
+from lifecycle.demo import scenarios
+from lifecycle.store import db
+from lifecycle.store.models import Case, Person
 from tests.reliability import checks
 from tests.reliability.harness import (
     MENTORLUS,

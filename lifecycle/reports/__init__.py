@@ -1,0 +1,4 @@
+"""Reports for the association: the tables computed in SQL (`tables`), the small-group rule that
+hides what could identify a person (`disclosure`) and the charts drawn from the tables
+(`charts`). Reads `workflows` and `store`; never a confidential text.
+"""

@@ -1,0 +1,65 @@
+"""What every page needs: the app behind the request, the reader's language, the catalogue's
+texts, rendering a template and the redirect after a POST. The routers import it; app.py only
+assembles them."""
+
+from __future__ import annotations
+
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from lifecycle.bootstrap import App
+from lifecycle.store.models import LANGUAGES, TOPIC_LABELS
+from lifecycle.web import auth
+
+HERE = Path(__file__).parent
+TEMPLATES = Jinja2Templates(directory=HERE / "templates")
+
+
+@cache
+def texts() -> dict[str, dict[str, dict[str, str]]]:
+    return tomllib.loads((HERE / "texts.toml").read_text(encoding="utf-8"))
+
+
+def language(request: Request) -> str:
+    chosen = request.query_params.get("lang")
+    if chosen in LANGUAGES:
+        request.session["lang"] = chosen
+    return str(request.session.get("lang", core(request).settings.language))
+
+
+def core(request: Request) -> App:
+    app: App = request.app.state.core
+    return app
+
+
+def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    """Render a page in the reader's language with what every page needs."""
+    lang = language(request)
+
+    def t(key: str) -> str:
+        section, _, item = key.partition(".")
+        return texts()[section][item][lang]
+
+    return TEMPLATES.TemplateResponse(
+        request,
+        name,
+        {
+            "lang": lang,
+            "t": t,
+            "topics": {name: labels[lang] for name, labels in TOPIC_LABELS.items()},
+            "csrf": auth.csrf_token(request),
+            "staff": request.session.get("staff_name"),
+            **context,
+        },
+        status_code=status_code,
+    )
+
+
+def redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
