@@ -327,7 +327,9 @@ def test_a_link_used_elsewhere_says_used_and_the_fresh_link_it_sends_works(
             select(OutboxMessage).where(OutboxMessage.template == "fresh_link")
         ).one()
         context = emails.context_for(tx.session, tx.settings, message)
-        rendered = emails.render_all(tx.settings.templates_dir, "fresh_link", "et", context)
+        rendered = emails.render_all(
+            tx.settings.templates_dir, "fresh_link", "et", context, base_url=tx.settings.base_url
+        )
     assert fresh in rendered.text and ref in rendered.subject
     assert follow(other, fresh) == f"/act/{ref}/respond"
     assert other.get(f"/act/{ref}/respond").status_code == 200

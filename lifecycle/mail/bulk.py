@@ -6,12 +6,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from lifecycle.workflows import links, outbox
+from lifecycle.cases.services import email_address
 from lifecycle.directory.search import listed_mentors
-from lifecycle.workflows.engine import Tx
 from lifecycle.errors import InvalidInput, NotFound, Refused
 from lifecycle.store.models import LANGUAGES, Announcement, Person, Subscriber
-from lifecycle.cases.services import email_address
+from lifecycle.workflows import links, outbox
+from lifecycle.workflows.engine import Tx
 
 AUDIENCES = ("mentors", "subscribers")
 

@@ -27,10 +27,9 @@ import aiosmtplib
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from lifecycle.store import db
-
-from lifecycle.mail import mailer
 from lifecycle.bootstrap import App
+from lifecycle.mail import mailer
+from lifecycle.store import db
 from lifecycle.store.models import (
     ActionToken,
     Agreement,

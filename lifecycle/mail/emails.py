@@ -21,7 +21,6 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 from sqlalchemy.orm import Session
 
-from lifecycle.workflows import links
 from lifecycle.config import Settings
 from lifecycle.directory.search import suitable_mentors
 from lifecycle.store.models import (
@@ -36,6 +35,7 @@ from lifecycle.store.models import (
     Person,
     Relation,
 )
+from lifecycle.workflows import links
 from lifecycle.workflows.qualifications import evaluate
 
 DATETIME_PATTERNS = {"et": "d. MMMM y 'kell' HH:mm", "en": "d MMMM y 'at' HH:mm"}
@@ -90,8 +90,10 @@ def render(env: Environment, name: str, context: dict[str, Any]) -> tuple[str, s
 LINK = '<a href="{0}" style="color:#2f6f5e;">{0}</a>'
 
 
-def _html_paragraphs(text: str) -> list[Markup]:
-    """Text → the HTML inside each paragraph: escaped, URLs as links, line breaks kept.
+def _html_paragraphs(text: str, base_url: str) -> list[Markup]:
+    """Text → the HTML inside each paragraph: escaped, the service's URLs as links, line
+    breaks kept. Any other URL — one a person typed, a meeting place — stays text: the
+    association's address must not carry a stranger's link as its own.
 
     Built here rather than in the layout: looping over every piece in a template cost more
     than the rest of the HTML part.
@@ -100,7 +102,9 @@ def _html_paragraphs(text: str) -> list[Markup]:
     for block in re.split(r"\n\s*\n", text.strip()):
         lines = [
             "".join(
-                LINK.format(escape(piece)) if index % 2 else str(escape(piece))
+                LINK.format(escape(piece))
+                if index % 2 and _ours(piece, base_url)
+                else str(escape(piece))
                 for index, piece in enumerate(URL.split(line))
             )
             for line in block.splitlines()
@@ -109,14 +113,20 @@ def _html_paragraphs(text: str) -> list[Markup]:
     return paragraphs
 
 
-def render_all(templates_dir: Path, name: str, language: str, context: dict[str, Any]) -> Rendered:
+def _ours(url: str, base_url: str) -> bool:
+    return url == base_url or url.startswith(base_url.rstrip("/") + "/")
+
+
+def render_all(
+    templates_dir: Path, name: str, language: str, context: dict[str, Any], *, base_url: str
+) -> Rendered:
     """Subject, text and HTML of one email in one language."""
     envs = _environments(templates_dir)
     subject, text = render(envs[language], name, context)
     html = (
         envs["html"]
         .get_template("_layout.html")
-        .render(lang=language, subject=subject, paragraphs=_html_paragraphs(text))
+        .render(lang=language, subject=subject, paragraphs=_html_paragraphs(text, base_url))
     )
     return Rendered(subject, text, html)
 

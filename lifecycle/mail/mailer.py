@@ -12,8 +12,8 @@ from email.utils import format_datetime, formataddr
 
 from sqlalchemy.orm import Session
 
-from lifecycle.mail import calendar, emails
 from lifecycle.config import Settings
+from lifecycle.mail import calendar, emails
 from lifecycle.store.models import Case, OutboxMessage
 
 
@@ -21,7 +21,11 @@ def compose(session: Session, settings: Settings, message: OutboxMessage) -> byt
     """The message as it will be sent, rendered from the database now."""
     context = emails.context_for(session, settings, message)
     rendered = emails.render_all(
-        settings.templates_dir, message.template, message.language, context
+        settings.templates_dir,
+        message.template,
+        message.language,
+        context,
+        base_url=settings.base_url,
     )
     headers = [
         ("From", formataddr((settings.programme_name, settings.from_address), "utf-8")),
