@@ -34,7 +34,6 @@ from lifecycle.config import Settings, load_settings
 from lifecycle.demo import scenarios
 from lifecycle.demo.scenarios import ManualClock
 from lifecycle.store import db
-from lifecycle.web import auth
 from lifecycle.web.app import create
 
 PG_URL = os.environ.get("MENTORLUS_TEST_DATABASE_URL")
@@ -130,7 +129,7 @@ def app(settings: Settings, clock: ManualClock) -> Iterator[App]:
 @pytest.fixture
 def web(app: App, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     """The web app, with COORDINATOR and COMMITTEE[0] as users (STAFF_PASSWORD); not logged in."""
-    monkeypatch.setattr(auth, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024))
+    monkeypatch.setattr(accounts, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024))
     with app.unit() as tx:
         accounts.add_user(
             tx, name="Liis", email=COORDINATOR, role="coordinator", password=STAFF_PASSWORD

@@ -41,7 +41,6 @@ from lifecycle.demo.scenarios import ManualClock
 from lifecycle.schedule import intake
 from lifecycle.store import db
 from lifecycle.store.models import Person
-from lifecycle.web import auth
 from lifecycle.web.app import create
 from tests.conftest import COMMITTEE, COORDINATOR, bring, list_mentor
 
@@ -78,7 +77,9 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     )
     with pytest.MonkeyPatch.context() as patch:
         # Argon2 with small costs: every generated request checks the coordinator's password.
-        patch.setattr(auth, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+        patch.setattr(
+            accounts, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+        )
         with core.unit() as tx:
             accounts.add_user(
                 tx, name="Liis Lepik", email=COORDINATOR, role="coordinator", password=PASSWORD

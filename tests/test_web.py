@@ -33,7 +33,6 @@ from lifecycle.store.models import (
     OutboxMessage,
     Person,
 )
-from lifecycle.web import auth
 from lifecycle.web.app import create
 from lifecycle.workflows.engine import load_case
 from tests.conftest import COMMITTEE, COORDINATOR, bring, list_mentor, write_lock_held
@@ -61,7 +60,7 @@ web_layer_only = pytest.mark.parametrize("backend", ["sqlite"])
 def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Argon2 with small costs (the default takes ~0.4 s a hash here)."""
     cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    monkeypatch.setattr(auth, "HASHER", cheap)
+    monkeypatch.setattr(accounts, "HASHER", cheap)
 
 
 @pytest.fixture
