@@ -2,13 +2,13 @@
 
 A claim is one short transaction (FOR UPDATE SKIP LOCKED on PostgreSQL; on SQLite the
 BEGIN IMMEDIATE transaction makes it atomic) that stamps the rows with a claim token and
-a lease, so several workers never take the same row. A worker does not start a send its
-lease might not cover, and marks a row only while its token still holds it: a row whose
-lease ran out belongs to the worker that took it over. When the database refuses the mark
-(locked, full, restarting), the worker stops sending, keeps the outcomes and records them
-before it claims anything else. A worker that dies leaves its rows 'sending' until the
-lease ends; the one window for a duplicate is a crash between the server's acceptance and
-the mark — at most the messages in flight at that moment.
+a lease, so several workers never take the same row; what is written to the rows is in
+`claims`. A worker does not start a send its lease might not cover, and marks a row only
+while its token still holds it. When the database refuses the mark (locked, full,
+restarting), the worker stops sending, keeps the outcomes and records them before it claims
+anything else. A worker that dies leaves its rows 'sending' until the lease ends; the one
+window for a duplicate is a crash between the server's acceptance and the mark — at most
+the messages in flight at that moment.
 """
 
 from __future__ import annotations
@@ -16,19 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import ssl
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 
 import aiosmtplib
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from lifecycle.bootstrap import App
 from lifecycle.mail import mailer
+from lifecycle.mail.claims import Claim, Outcome, Result, marks_for, take_due, write_marks
 from lifecycle.store import db
 from lifecycle.store.models import (
     ActionToken,
@@ -40,29 +39,9 @@ from lifecycle.store.models import (
     OutboxMessage,
     Person,
     Relation,
-    table,
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status: str  # sent, retry, failed; unsent: given back to the outbox as it was
-    error: str = ""
-
-
-Result = tuple[int, int, Outcome]  # message id, attempts, outcome
-
-
-@dataclass(frozen=True)
-class Claim:
-    token: str
-    ids: list[int]
-    lease_until: datetime
-    # Outcomes the database refused to record: a sent message left 'sending' would go out
-    # again when its lease ends, so they are kept until a mark gets through.
-    unrecorded: list[Result] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -80,30 +59,7 @@ def claim(app: App, *, limit: int) -> Claim:
     token = uuid.uuid4().hex
     with app.unit() as tx:
         lease_until = tx.now + app.settings.delivery_lease
-        due = or_(
-            and_(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= tx.now),
-            and_(OutboxMessage.status == "sending", OutboxMessage.lease_until <= tx.now),
-        )
-        ids = list(
-            tx.session.scalars(
-                select(OutboxMessage.id)
-                .where(due)
-                .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)  # SQLite: BEGIN IMMEDIATE instead
-            )
-        )
-        if ids:
-            tx.session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_(ids))
-                .values(
-                    status="sending",
-                    lease_until=lease_until,
-                    claim_token=token,
-                    attempts=OutboxMessage.attempts + 1,
-                )
-            )
+        ids = take_due(tx, token=token, lease_until=lease_until, limit=limit)
     return Claim(token, ids, lease_until)
 
 
@@ -195,27 +151,6 @@ def classify(error: BaseException) -> Outcome:
     return Outcome("retry", f"{type(error).__name__}: {error}")
 
 
-_OUTBOX = table(OutboxMessage)
-_HELD = and_(
-    _OUTBOX.c.id.in_(bindparam("ids", expanding=True)),
-    _OUTBOX.c.claim_token == bindparam("held_by"),
-)
-_RELEASED = {"lease_until": None, "claim_token": None}
-# Built once: every few messages are marked sent.
-_MARK_SENT = (
-    update(_OUTBOX)
-    .where(_HELD)
-    .values(status="sent", sent_at=bindparam("now"), last_error="", **_RELEASED)
-)
-# Messages a worker will not send (its lease is ending, or the database refused a mark)
-# are due again at once, as if never claimed.
-_GIVE_BACK = (
-    update(_OUTBOX)
-    .where(_HELD)
-    .values(status="pending", attempts=_OUTBOX.c.attempts - 1, **_RELEASED)
-)
-
-
 def mark(app: App, claimed: Claim, results: list[Result]) -> None:
     """Record what happened to messages in one transaction, where this claim still holds them.
 
@@ -226,40 +161,12 @@ def mark(app: App, claimed: Claim, results: list[Result]) -> None:
     claimed.unrecorded.extend(results)
     if not claimed.unrecorded:
         return
-    settings = app.settings
     now = app.clock()
-    grouped: dict[str, list[int]] = {"sent": [], "unsent": []}
-    changes: list[tuple[int, int, dict[str, object]]] = []
-    for message_id, attempts, outcome in claimed.unrecorded:
-        if outcome.status in grouped:
-            grouped[outcome.status].append(message_id)
-            continue
-        if outcome.status == "retry" and attempts < settings.delivery_max_attempts:
-            delay = min(
-                settings.delivery_backoff_base * 2 ** (attempts - 1),
-                settings.delivery_backoff_max,
-            )
-            values: dict[str, object] = {
-                "status": "pending",
-                "last_error": outcome.error,
-                "next_attempt_at": now + delay * random.uniform(0.5, 1.5),
-            }
-        else:
-            values = {"status": "failed", "last_error": outcome.error}
-        changes.append((message_id, attempts, values))
+    marks = marks_for(app.settings, now, claimed.unrecorded)
     with app.unit() as tx:
-        connection = tx.session.connection()
-        for statement, ids in ((_MARK_SENT, grouped["sent"]), (_GIVE_BACK, grouped["unsent"])):
-            if ids:
-                connection.execute(statement, {"ids": ids, "held_by": claimed.token, "now": now})
-        for message_id, _, values in changes:
-            connection.execute(
-                update(_OUTBOX)
-                .where(_OUTBOX.c.id == message_id, _OUTBOX.c.claim_token == claimed.token)
-                .values(**values, **_RELEASED)
-            )
+        write_marks(tx, claimed, marks, now=now)
     claimed.unrecorded.clear()
-    for message_id, attempts, values in changes:
+    for message_id, attempts, values in marks.changes:
         log.info(
             "outbox %s %s (attempt %s): %s",
             message_id,
@@ -267,8 +174,8 @@ def mark(app: App, claimed: Claim, results: list[Result]) -> None:
             attempts,
             values["last_error"],
         )
-    if grouped["sent"]:
-        log.info("outbox: %s sent", len(grouped["sent"]))
+    if marks.sent:
+        log.info("outbox: %s sent", len(marks.sent))
 
 
 class Connection:
