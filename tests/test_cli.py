@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from lifecycle import bootstrap
-from lifecycle.cli import main, parser
+from lifecycle.cli.main import main, parser
 from lifecycle.config import load_settings
 from lifecycle.demo import scenarios
 from lifecycle.demo.scenarios import ManualClock

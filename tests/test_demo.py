@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from lifecycle import bootstrap, cli
+import lifecycle.cli.main as cli
+from lifecycle import bootstrap
 from lifecycle.config import Settings, load_settings
 from lifecycle.demo import story as demo
 from lifecycle.errors import Refused

@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from lifecycle import bootstrap
 from lifecycle.bootstrap import App
-from lifecycle.cli import main
+from lifecycle.cli.main import main
 from lifecycle.config import Settings, load_settings
 from lifecycle.demo import scenarios
 from lifecycle.demo.scenarios import ManualClock

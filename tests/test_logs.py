@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 
 from lifecycle import logs
 from lifecycle.bootstrap import App
-from lifecycle.cli import main
+from lifecycle.cli.main import main
 from lifecycle.config import Settings
 from lifecycle.demo import scenarios
 from lifecycle.demo.scenarios import ManualClock
@@ -105,7 +105,7 @@ def test_json_format_writes_one_object_a_line_with_level_logger_and_time(
     stream = capture(settings, format="json")
 
     logging.getLogger("lifecycle.schedule.jobs").info("timer %s fired", 12, extra={"case": "M-3"})
-    structlog.get_logger("lifecycle.privacy.people").info("retention", relations=2)
+    structlog.get_logger("lifecycle.privacy.retention").info("retention", relations=2)
 
     first, second = json_lines(stream)
     assert first["event"] == "timer 12 fired" and first["case"] == "M-3"

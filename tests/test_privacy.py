@@ -16,12 +16,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import inspect, select
 
 from lifecycle.bootstrap import App
-from lifecycle.cli import main
+from lifecycle.cli.main import main
 from lifecycle.demo import scenarios
 from lifecycle.demo.scenarios import ManualClock
 from lifecycle.errors import Refused
 from lifecycle.mail import bulk, delivery, emails
-from lifecycle.privacy import people as privacy
+from lifecycle.privacy import erasure, retention
+from lifecycle.privacy import export as privacy_export
 from lifecycle.schedule import scheduler
 from lifecycle.store import db
 from lifecycle.store.models import (
@@ -130,12 +131,12 @@ def _all(tx: Any, model: Any) -> list[Any]:
 
 def erase(app: App, email: str, **options: Any) -> dict[str, Any]:
     with app.unit() as tx:
-        return privacy.erase_person(tx, email=email, **options)
+        return erasure.erase_person(tx, email=email, **options)
 
 
 def export(app: App, email: str) -> dict[str, Any]:
     with app.unit() as tx:
-        return privacy.export_person(tx, email=email)
+        return privacy_export.export_person(tx, email=email)
 
 
 def token_ids(app: App) -> list[str]:
@@ -402,8 +403,8 @@ def test_retention_anonymises_only_relations_ended_before_the_period(
     clock.advance(days=app.settings.retention.days - 400 + 1)  # `old` ended > retention ago
 
     with app.unit() as tx:
-        assert privacy.run_retention(tx) == 1
-        assert privacy.run_retention(tx) == 0  # done once
+        assert retention.run_retention(tx) == 1
+        assert retention.run_retention(tx) == 0  # done once
 
     with app.unit() as tx:
         anonymised, kept = (load_case(tx, ref)[1] for ref in (old, recent))

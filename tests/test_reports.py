@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 
 from lifecycle import bootstrap
 from lifecycle.bootstrap import App
-from lifecycle.cli import main
+from lifecycle.cli.main import main
 from lifecycle.config import ConfigError, Settings, load_settings
 from lifecycle.demo import scenarios
 from lifecycle.demo.scenarios import ManualClock

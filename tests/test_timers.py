@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from lifecycle import bootstrap
 from lifecycle.bootstrap import App
 from lifecycle.cases import queries
-from lifecycle.cli import main
+from lifecycle.cli.main import main
 from lifecycle.config import Settings, load_settings
 from lifecycle.demo import scenarios
 from lifecycle.demo.scenarios import ManualClock

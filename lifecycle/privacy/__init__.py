@@ -1,4 +1,4 @@
-"""A person's data and the database as a whole: export, erasure and the retention of ended
-relations (`people`), and backup and restore of SQLite (`backup`). Calls `cases`, `workflows`
-and `store`.
+"""A person's data and the database as a whole: a person's export (`export`) and erasure
+(`erasure`), the retention of ended relations (`retention`), and backup and restore of SQLite
+(`backup`). Calls `cases`, `workflows` and `store`.
 """

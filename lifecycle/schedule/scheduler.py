@@ -15,7 +15,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from lifecycle.bootstrap import App
-from lifecycle.privacy import people as privacy
+from lifecycle.privacy import retention as privacy_retention
 from lifecycle.schedule import intake, jobs
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def digests(app: App) -> int:
 
 def retention(app: App) -> int:
     with app.unit() as tx:
-        return privacy.run_retention(tx)
+        return privacy_retention.run_retention(tx)
 
 
 def run_due_now(app: App) -> dict[str, Any]:
