@@ -119,7 +119,7 @@ BACKGROUNDS = [
     "Social work management in a municipality",
 ]
 DEGREE_FIELDS = ["sotsiaaltöö", "sotsiaaltöö korraldus", "psühholoogia", "social work"]
-# Cases in these states take one of the mentor's places (lifecycle/directory.py).
+# Cases in these states take one of the mentor's places (lifecycle/workflows/capacity.py).
 OCCUPYING = ("first_meeting", "agreement", "active", "reframed")
 ENTERED_BY = {
     "first_meeting": "accept",
