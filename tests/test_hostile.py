@@ -45,7 +45,7 @@ from lifecycle.demo import scenarios
 from lifecycle.demo.scenarios import ManualClock
 from lifecycle.mail import bulk, mailer
 from lifecycle.store.models import Base, LoginFailure, OutboxMessage, Person, Relation
-from lifecycle.web import api, auth, console, public
+from lifecycle.web import api, committee, console, console_admin, link_steps, public
 from lifecycle.web import links as link_pages
 from lifecycle.web.app import MAX_BODY, create
 from lifecycle.workflows import links
@@ -87,7 +87,7 @@ FUZZ = settings(
 def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Argon2 with small costs (as in test_web)."""
     monkeypatch.setattr(
-        auth, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+        accounts, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     )
 
 
@@ -186,7 +186,15 @@ def body(mail: EmailMessage, subtype: str) -> str:
 
 POST_ROUTES = sorted(
     route.path
-    for router in (public.router, link_pages.router, console.router, api.router)
+    for router in (
+        public.router,
+        link_pages.router,
+        link_steps.router,
+        console.router,
+        committee.router,
+        console_admin.router,
+        api.router,
+    )
     for route in router.routes
     if "POST" in getattr(route, "methods", ())
 )

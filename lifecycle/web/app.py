@@ -16,7 +16,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lifecycle.bootstrap import App
 from lifecycle.store import db
-from lifecycle.web import api, console, public
+from lifecycle.web import (
+    api,
+    committee,
+    console,
+    console_admin,
+    console_reports,
+    link_steps,
+    public,
+)
 from lifecycle.web import links as link_pages
 from lifecycle.web.pages import page
 
@@ -135,6 +143,10 @@ def create(core_app: App) -> FastAPI:
     web.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     web.include_router(public.router)
     web.include_router(link_pages.router)
+    web.include_router(link_steps.router)
     web.include_router(console.router)
+    web.include_router(committee.router)
+    web.include_router(console_admin.router)
+    web.include_router(console_reports.router)
     web.include_router(api.router)
     return web

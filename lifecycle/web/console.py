@@ -1,7 +1,10 @@
-"""The coordinator console and the committee view, behind a staff login.
+"""The coordinator console, behind a staff login: the work queue, the cases, a case's page and
+its next step, and an application entered on someone's behalf.
 
 Coordinators see states, dates, topics and the timeline, never the concrete question,
-agreements, notes or reflections (SPEC §6): the pages read only lifecycle.queries.
+agreements, notes or reflections (SPEC §6): the pages read only lifecycle.cases.queries. The
+console's other pages (lifecycle.web.committee, console_admin, console_reports) check their
+reader with `staff`.
 """
 
 from __future__ import annotations
@@ -10,30 +13,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import select
 
 from lifecycle.cases import queries, services
 from lifecycle.errors import Conflict, InvalidInput, NotFound, Refused
-from lifecycle.reports import disclosure
-from lifecycle.reports import tables as reports
-from lifecycle.reports.charts import report_charts
-from lifecycle.schedule import intake
-from lifecycle.store.models import (
-    TOPIC_LABELS,
-    Application,
-    CommitteeVote,
-    OutboxMessage,
-    Person,
-    Subscriber,
-)
+from lifecycle.store.models import Person
 from lifecycle.web import auth, forms
 from lifecycle.web.diagram import svg
-from lifecycle.web.pages import core, language, page, redirect, texts
+from lifecycle.web.pages import core, language, page, redirect
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 
-def _staff(request: Request, *roles: str) -> Person:
+def staff(request: Request, *roles: str) -> Person:
     """The logged-in staff member with one of these roles; otherwise off to the login page."""
     person_id = auth.staff_id(request)
     if person_id is not None:
@@ -99,7 +90,7 @@ def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
 
 @router.get("", response_class=HTMLResponse)
 def work_queue(request: Request) -> HTMLResponse:
-    _staff(request, "coordinator")
+    staff(request, "coordinator")
     with core(request).read() as tx:
         queue = queries.work_queue(tx, language=language(request))
         counts = queries.state_counts(tx)
@@ -108,7 +99,7 @@ def work_queue(request: Request) -> HTMLResponse:
 
 @router.get("/cases", response_class=HTMLResponse)
 def case_list(request: Request, workflow: str = "", state: str = "", q: str = "") -> Response:
-    _staff(request, "coordinator")
+    staff(request, "coordinator")
     if q.strip().upper()[:2] in ("A-", "M-"):
         return redirect(f"/console/cases/{q.strip().upper()}")
     with core(request).read() as tx:
@@ -146,13 +137,13 @@ def _case_page(request: Request, ref: str, *, status_code: int = 200, **more: An
 
 @router.get("/cases/{ref}", response_class=HTMLResponse)
 def case_page(request: Request, ref: str) -> Response:
-    _staff(request, "coordinator")
+    staff(request, "coordinator")
     return _case_page(request, ref)
 
 
 @router.post("/cases/{ref}/advance", response_class=HTMLResponse)
 async def advance(request: Request, ref: str) -> Response:
-    coordinator = _staff(request, "coordinator")
+    coordinator = staff(request, "coordinator")
     form = await request.form()
     auth.check_csrf(request, str(form.get("csrf", "")))
     trigger = str(form.get("trigger", ""))
@@ -205,122 +196,10 @@ async def advance(request: Request, ref: str) -> Response:
     return redirect(f"/console/cases/{ref}")
 
 
-@router.get("/outbox", response_class=HTMLResponse)
-def outbox_page(request: Request, status: str = "") -> HTMLResponse:
-    _staff(request, "coordinator")
-    with core(request).read() as tx:
-        messages = queries.list_outbox(tx, status=status or None)
-    return page(request, "outbox.html", messages=messages, status=status)
-
-
-@router.post("/outbox/{message_id}/retry")
-def retry(request: Request, message_id: int, csrf: Annotated[str, Form()] = "") -> Response:
-    _staff(request, "coordinator")
-    auth.check_csrf(request, csrf)
-    with core(request).unit() as tx:
-        # An id beyond what an INTEGER column holds names no message (and would overflow).
-        message = tx.session.get(OutboxMessage, message_id) if 0 < message_id < 2**31 else None
-        if message is None:
-            raise HTTPException(status_code=404, detail="no such message")
-        if message.status == "failed":
-            message.status, message.next_attempt_at, message.attempts = "pending", tx.now, 0
-    return redirect("/console/outbox")
-
-
-@router.get("/committee", response_class=HTMLResponse)
-def committee(request: Request) -> HTMLResponse:
-    member = _staff(request, "committee", "coordinator")
-    with core(request).read() as tx:
-        seats = tx.session.scalars(
-            select(CommitteeVote).where(CommitteeVote.member_id == member.id)
-        ).all()
-        interviews = []
-        for seat in seats:
-            application = tx.session.get(Application, seat.application_id)
-            assert application is not None
-            detail = queries.show_case(tx, application.case.ref, role="committee")
-            interviews.append(
-                {
-                    "case": detail,
-                    "seat": seat,
-                    "application": application,
-                    "evidence": application.evidence,
-                }
-            )
-    return page(
-        request,
-        "committee.html",
-        interviews=interviews,
-        zone=core(request).settings.time_zone,
-        flash=request.session.pop("flash", ""),
-    )
-
-
-@router.post("/committee/{ref}/vote", response_class=HTMLResponse)
-def vote(
-    request: Request,
-    ref: str,
-    csrf: Annotated[str, Form()] = "",
-    vote_: Annotated[str, Form(alias="vote")] = "",
-    notes: Annotated[str, Form()] = "",
-) -> Response:
-    member = _staff(request, "committee")
-    auth.check_csrf(request, csrf)
-    try:
-        with core(request).unit() as tx:
-            services.advance_case(
-                tx,
-                ref=ref,
-                trigger="record_vote",
-                actor_email=member.email,
-                values={"vote": vote_, "notes": notes},
-            )
-    except (Refused, InvalidInput, NotFound) as error:
-        request.session["flash"] = str(error)
-    return redirect("/console/committee")
-
-
-@router.get("/rounds", response_class=HTMLResponse)
-def rounds_page(request: Request) -> HTMLResponse:
-    _staff(request, "coordinator")
-    with core(request).unit() as tx:
-        intake.ensure_rounds(tx)
-        rounds = intake.list_rounds(tx)
-    return page(request, "rounds.html", rounds=rounds, problem=request.session.pop("flash", ""))
-
-
-@router.post("/rounds")
-async def rounds_change(request: Request) -> Response:
-    """Create, move or cancel a round; a refusal comes back as a message on the page."""
-    _staff(request, "coordinator")
-    form = await request.form()
-    auth.check_csrf(request, str(form.get("csrf", "")))
-    action = str(form.get("action", ""))
-    opens, closes = str(form.get("opens", "")), str(form.get("closes", ""))
-    try:
-        with core(request).unit() as tx:
-            if action == "create":
-                intake.create_round(tx, name=str(form.get("name", "")), opens=opens, closes=closes)
-            elif action in ("move", "cancel"):
-                raw = str(form.get("round", ""))
-                if not (raw.isascii() and raw.isdigit() and len(raw) <= 9):
-                    raise InvalidInput("round", "choose a round from the list")
-                round_id = int(raw)
-                if action == "move":
-                    intake.move_round(tx, round_id=round_id, opens=opens, closes=closes)
-                else:
-                    intake.cancel_round(tx, round_id=round_id)
-            else:
-                raise InvalidInput("action", "must be create, move or cancel")
-    except (InvalidInput, Refused, NotFound) as error:
-        request.session["flash"] = str(error)
-    return redirect("/console/rounds")
-
-
 @router.get("/applications/new", response_class=HTMLResponse)
 def application_form(request: Request) -> HTMLResponse:
     """A coordinator enters an application on someone's behalf (by phone or on paper)."""
-    _staff(request, "coordinator")
+    staff(request, "coordinator")
     return page(
         request,
         "application_new.html",
@@ -332,7 +211,7 @@ def application_form(request: Request) -> HTMLResponse:
 
 @router.post("/applications", response_class=HTMLResponse)
 async def application_submit(request: Request) -> Response:
-    coordinator = _staff(request, "coordinator")
+    coordinator = staff(request, "coordinator")
     form = await request.form()
     auth.check_csrf(request, str(form.get("csrf", "")))
     values = forms.application_values(form)
@@ -356,56 +235,3 @@ async def application_submit(request: Request) -> Response:
     except Refused as error:
         return again(409, {"form": str(error)})
     return redirect(f"/console/cases/{ref}")
-
-
-@router.get("/subscribers", response_class=HTMLResponse)
-def subscribers_page(request: Request) -> HTMLResponse:
-    _staff(request, "coordinator")
-    with core(request).read() as tx:
-        subscribers = tx.session.scalars(select(Subscriber).order_by(Subscriber.email)).all()
-    return page(request, "subscribers.html", subscribers=subscribers)
-
-
-@router.get("/reports", response_class=HTMLResponse)
-def reports_page(request: Request) -> HTMLResponse:
-    """Counts, medians and means only, small groups hidden (lifecycle.reports)."""
-    _staff(request, "coordinator")
-    app = core(request)
-    with app.read() as tx:
-        tables = {name: reports.build(tx, name) for name in reports.REPORTS}
-        figures = reports.summary(tx)
-    labels = _report_labels(request)
-    waiting = {s.name for w in app.workflows.values() for s in w.states.values() if s.action}
-    return page(
-        request,
-        "console/reports.html",
-        tables=tables,
-        figures=figures,
-        labels=labels,
-        charts=report_charts(tables, labels, waiting=waiting),
-        minimum=app.settings.report_min_group_size,
-    )
-
-
-@router.get("/reports/{name}.csv")
-def report_csv(request: Request, name: str) -> Response:
-    _staff(request, "coordinator")
-    if name not in reports.REPORTS:
-        raise HTTPException(status_code=404, detail="no such report")
-    with core(request).read() as tx:
-        table = reports.build(tx, name)
-    return Response(
-        disclosure.to_csv(table),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="mentorlus-{name}.csv"'},
-    )
-
-
-def _report_labels(request: Request) -> dict[str, str]:
-    """Words for the reports' keys: workflow, state and topic labels, then the page's own."""
-    lang, workflows = language(request), core(request).workflows
-    labels = {name: workflow.label[lang] for name, workflow in workflows.items()}
-    for workflow in workflows.values():
-        labels |= {name: state.label[lang] for name, state in workflow.states.items()}
-    labels |= {topic: words[lang] for topic, words in TOPIC_LABELS.items()}
-    return labels | {key: words[lang] for key, words in texts()["reports"].items()}
