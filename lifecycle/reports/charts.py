@@ -31,7 +31,7 @@ def _open(width: float, height: float, title: str) -> str:
     """The chart's start: its title for screen readers, and written at the top."""
     return (
         f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0f} '
-        f'{height + HEAD:.0f}" role="img" style="max-width:100%;height:auto;background:#fff">'
+        f'{height + HEAD:.0f}" role="img">'
         f"<title>{escape(title)}</title>"
         f'<text x="{PAD}" y="{HEAD - 8}" font-size="14" font-weight="bold" fill="#1d2b28">'
         f'{escape(title)}</text><g transform="translate(0 {HEAD})">'

@@ -74,11 +74,24 @@ def _text(cell: Cell) -> str:
     return "" if cell is None else str(cell)
 
 
+# A spreadsheet reads a cell that begins with one of these as a formula (=HYPERLINK(...)).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(cell: Cell) -> str:
+    """The cell as CSV text no spreadsheet runs: text that could start a formula gets a
+    leading apostrophe, which spreadsheets show as text (OWASP's CSV-injection advice)."""
+    text = _text(cell)
+    return f"'{text}" if isinstance(cell, str) and text.startswith(FORMULA_START) else text
+
+
 def to_csv(table: Table) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(table.columns)
-    writer.writerows([[_text(cell) for cell in row] for row in table.rows])
+    # RFC 4180's CRLF: the writer then quotes a field that holds a lone CR, which would
+    # otherwise end its row.
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([_inert(column) for column in table.columns])
+    writer.writerows([[_inert(cell) for cell in row] for row in table.rows])
     return out.getvalue()
 
 

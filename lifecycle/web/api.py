@@ -117,11 +117,11 @@ def coordinator(
     keys = auth.throttle_keys(request, credentials.username)
     try:
         person = auth.verify_login(core(request), keys, credentials.username, credentials.password)
-    except auth.Throttled:
+    except auth.Throttled as throttled:
         raise HTTPException(
             status_code=429,
-            detail="too many failed logins; wait 15 minutes",
-            headers={"Retry-After": "900"},
+            detail="too many failed logins from here; try again later",
+            headers={"Retry-After": str(throttled.seconds)},
         ) from None
     if person is None:
         raise unauthorised

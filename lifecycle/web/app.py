@@ -26,6 +26,7 @@ from lifecycle.web import (
     public,
 )
 from lifecycle.web import links as link_pages
+from lifecycle.web.headers import SecurityHeaders
 from lifecycle.web.pages import page
 
 HERE = Path(__file__).parent
@@ -136,7 +137,9 @@ def create(core_app: App) -> FastAPI:
         https_only=core_app.settings.base_url.startswith("https://"),
         max_age=8 * 3600,
     )
-    web.add_middleware(InputGuard)  # added last, so it runs first
+    web.add_middleware(InputGuard)
+    # Added last, so it runs first: even a body refused by InputGuard carries the headers.
+    web.add_middleware(SecurityHeaders, https=core_app.settings.base_url.startswith("https://"))
     web.add_exception_handler(RequestValidationError, invalid_request)
     for unavailable in db.UNAVAILABLE:
         web.add_exception_handler(unavailable, database_unavailable)

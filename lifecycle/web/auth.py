@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from fastapi import HTTPException, Request
@@ -13,33 +15,59 @@ from lifecycle.bootstrap import App
 from lifecycle.cases.accounts import STAFF_ROLES, check_password, find_login
 from lifecycle.store.models import LoginFailure, Person
 
-# At most this many failed logins per address and per client in the window; then 429.
-THROTTLE_LIMIT = 5
+# Failed logins are counted per account and client together, so that nobody can lock an
+# account by failing from elsewhere: a client that has not failed for an account is never
+# refused for it. Per pair the waits grow; per account and per client, a limit stops wide
+# guessing — the account's from any client that has already failed for it.
 THROTTLE_WINDOW = timedelta(minutes=15)
+PAIR_WAITS = {3: timedelta(seconds=30), 4: timedelta(minutes=2)}  # after this many failures
+PAIR_LIMIT = 5  # then the pair waits until its oldest failure leaves the window
+ACCOUNT_LIMIT = 25  # failures for one account from every client
+CLIENT_LIMIT = 25  # failures from one client for every account
 
 
-def throttle_keys(request: Request, email: str) -> tuple[str, str]:
+@dataclass(frozen=True)
+class LoginKeys:
+    """What a login attempt's failures are counted under (storable text whatever was typed)."""
+
+    pair: str
+    account: str
+    client: str
+
+
+def throttle_keys(request: Request, email: str) -> LoginKeys:
     client = request.client.host if request.client else "?"
     # Whatever was typed, the key is storable text (PostgreSQL refuses NUL, for one).
-    typed = "".join(char for char in email.strip().lower() if char.isprintable())
-    return f"email:{typed[:300]}", f"client:{client}"
+    typed = "".join(char for char in email.strip().lower() if char.isprintable())[:300]
+    return LoginKeys(
+        pair=f"pair:{typed}|{client}", account=f"email:{typed}", client=f"client:{client}"
+    )
 
 
 class Throttled(Exception):
-    """Too many recent failed logins for the address or the client."""
+    """Too many recent failed logins from this client; it may try again after `wait`."""
+
+    def __init__(self, wait: timedelta) -> None:
+        super().__init__(wait)
+        self.wait = wait
+
+    @property
+    def seconds(self) -> int:
+        return max(1, math.ceil(self.wait.total_seconds()))
 
 
-def verify_login(app: App, keys: tuple[str, ...], email: str, password: str) -> Person | None:
+def verify_login(app: App, keys: LoginKeys, email: str, password: str) -> Person | None:
     """The staff member with this email and password; None (and a failure counted) if not.
 
     The password check is slow on purpose (argon2): it runs outside any transaction, since
     inside one it would hold SQLite's write lock all that time. The count of failures and
     the recording of one are transactions of their own, so attempts made at the very same
-    moment may pass the limit by as many as run at once.
+    moment may pass a limit by as many as run at once.
     """
     with app.read() as tx:
-        if throttled(tx.session, keys, tx.now):
-            raise Throttled
+        wait = throttle_wait(tx.session, keys, tx.now)
+        if wait:
+            raise Throttled(wait)
         person = find_login(tx.session, email)
     if check_password(person, password) and person is not None and person.role in STAFF_ROLES:
         return person
@@ -48,19 +76,35 @@ def verify_login(app: App, keys: tuple[str, ...], email: str, password: str) -> 
     return None
 
 
-def throttled(session: Session, keys: tuple[str, ...], now: datetime) -> bool:
-    """Too many recent failures for the address or the client (every web process counts)."""
+def throttle_wait(session: Session, keys: LoginKeys, now: datetime) -> timedelta | None:
+    """How long this client must wait before it may try this account again; None: try now.
+    Every web process counts the same failures, in the database."""
+    since = now - THROTTLE_WINDOW
     recent = (
-        select(LoginFailure.key, func.count())
-        .where(LoginFailure.key.in_(keys), LoginFailure.at > now - THROTTLE_WINDOW)
+        select(LoginFailure.key, func.count(), func.min(LoginFailure.at), func.max(LoginFailure.at))
+        .where(
+            LoginFailure.key.in_((keys.pair, keys.account, keys.client)), LoginFailure.at > since
+        )
         .group_by(LoginFailure.key)
     )
-    return any(count >= THROTTLE_LIMIT for _, count in session.execute(recent))
+    found = {key: (count, oldest, newest) for key, count, oldest, newest in session.execute(recent)}
+    pair, oldest, newest = found.get(keys.pair, (0, now, now))
+    account = found.get(keys.account, (0, now, now))
+    client = found.get(keys.client, (0, now, now))
+    if pair >= PAIR_LIMIT:
+        return oldest + THROTTLE_WINDOW - now
+    if pair in PAIR_WAITS and now < newest + PAIR_WAITS[pair]:
+        return newest + PAIR_WAITS[pair] - now
+    if pair and account[0] >= ACCOUNT_LIMIT:
+        return account[1] + THROTTLE_WINDOW - now
+    if client[0] >= CLIENT_LIMIT:
+        return client[1] + THROTTLE_WINDOW - now
+    return None
 
 
-def login_failed(session: Session, keys: tuple[str, ...], now: datetime) -> None:
+def login_failed(session: Session, keys: LoginKeys, now: datetime) -> None:
     session.execute(delete(LoginFailure).where(LoginFailure.at <= now - THROTTLE_WINDOW))
-    session.add_all(LoginFailure(key=key, at=now) for key in keys)
+    session.add_all(LoginFailure(key=key, at=now) for key in (keys.pair, keys.account, keys.client))
 
 
 def csrf_token(request: Request) -> str:

@@ -57,14 +57,16 @@ def login(
     values = {"email": email, "next": next}
     try:
         person = auth.verify_login(core(request), keys, email, password)
-    except auth.Throttled:
-        return page(
+    except auth.Throttled as throttled:
+        answer = page(
             request,
             "login.html",
             status_code=429,
             values=values,
-            errors={"form": "too many failed attempts; wait 15 minutes"},
+            errors={"form": "too many failed attempts from here; try again later"},
         )
+        answer.headers["Retry-After"] = str(throttled.seconds)
+        return answer
     if person is None:
         return page(
             request,

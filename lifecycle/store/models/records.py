@@ -134,11 +134,12 @@ class PrivacyEvent(Base):
 
 
 class LoginFailure(Base):
-    """A failed staff login (console or API), counted per address and per client, in the
-    database so that every web process counts the same failures."""
+    """A failed staff login (console or API), counted under three keys — the account and
+    client together, the account, the client (lifecycle/web/auth.py) — in the database so
+    that every web process counts the same failures."""
 
     __tablename__ = "login_failures"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    key: Mapped[str] = mapped_column(String(400), index=True)  # email:… or client:…
+    key: Mapped[str] = mapped_column(String(400), index=True)  # pair:…, email:… or client:…
     at: Mapped[datetime]
