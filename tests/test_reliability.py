@@ -124,7 +124,7 @@ def test_a_locked_or_full_sqlite_database_refuses_callers_without_half_made_data
     # The faults bit: within the busy timeout callers waited; past it and on the full disk
     # they were refused — and the checks above found nothing half-made afterwards.
     waited = sqlite.findings["locked 5 s: web request"]
-    assert waited["code"] == 201 and waited["seconds"] >= 3
+    assert waited["code"] == 202 and waited["seconds"] >= 3
     for fault in ("locked past the busy timeout", "disk full"):
         assert sqlite.findings[f"{fault}: web request"]["code"] >= 500
         assert sqlite.findings[f"{fault}: CLI request"]["code"] == 1

@@ -25,7 +25,13 @@ from typing import Any
 
 import httpx
 
-from tests.processes import free_port, wait_until
+from tests.processes import (
+    ReservedPort,
+    logs_on_failure,
+    run_logged,
+    wait_for_server,
+    wait_until,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MENTORLUS = Path(sys.executable).parent / "mentorlus"
@@ -50,46 +56,60 @@ class PgCluster:
     """A throwaway cluster on loopback: initdb in a temporary directory, then pg_ctl.
 
     fsync is off (as in CI): a restart kills the server process, not the machine, so the
-    operating system still holds every write the server made.
+    operating system still holds every write the server made. Its port is reserved for it
+    (ReservedPort) from initdb until destroy(), through every restart; its socket and lock
+    files are in its own directory, not in /tmp beside another cluster's.
     """
 
     def __init__(self, binaries: Path) -> None:
         self.bin = binaries
         self.root = Path(tempfile.mkdtemp(prefix="mentorlus-reliability-pg-"))
         self.data = self.root / "data"
-        self.port = free_port()
+        self.reserved = ReservedPort()
+        self.port = self.reserved.port
         self.as_root = os.geteuid() == 0
         if self.as_root:  # the server refuses to run as root: it runs as postgres
             shutil.chown(self.root, "postgres")
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        self.log = self.root / "server.log"
+        try:
+            self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        except BaseException:
+            self.destroy()
+            raise
 
     def _run(self, program: str, *args: str) -> None:
+        """Run a PostgreSQL program; if it fails, the error holds its output and the server's
+        log (read now: destroy() removes the directory)."""
         command = [str(self.bin / program), *args]
         if self.as_root:
             command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, capture_output=True, timeout=120)
+        run_logged(command, what=f"PostgreSQL: {program} {args[-1]}", logs=[self.log])
 
     def start(self) -> None:
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c max_connections=200"
         )
-        log = str(self.root / "server.log")
+        log = str(self.log)
+        # -t: pg_ctl waits this long for the server to accept connections (recovery included).
         self._run(
-            "pg_ctl", "-D", str(self.data), "-l", log, "-w", "-t", "60", "-o", options, "start"
+            "pg_ctl", "-D", str(self.data), "-l", log, "-w", "-t", "180", "-o", options, "start"
         )
 
     def stop(self, mode: str = "immediate") -> None:
         """immediate: the server processes are killed and the next start recovers from WAL."""
-        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "180", "stop")
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
     def destroy(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            if (self.data / "postmaster.pid").exists():
+                self.stop()
+        finally:
+            self.reserved.release()
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 # -- the SMTP sink -----------------------------------------------------------------------------
@@ -99,7 +119,8 @@ class Sink:
     """The sink process; `received()` reads every message it ever accepted."""
 
     def __init__(self, directory: Path) -> None:
-        self.port = free_port()
+        self.reserved = ReservedPort()  # also while it is killed: it starts again on it
+        self.port = self.reserved.port
         self.record = directory / "sink.jsonl"
         self.log = directory / "sink.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -112,7 +133,13 @@ class Sink:
                 stdout=output,
                 stderr=subprocess.STDOUT,
             )
-        wait_until(lambda: listening(self.port), timeout=30, what="the SMTP sink")
+        wait_for_server(
+            lambda: listening(self.port),
+            process=self.process,
+            timeout=120,
+            what="the SMTP sink to listen",
+            logs=[self.log],
+        )
 
     def _arguments(self) -> list[str]:
         return ["--port", str(self.port), "--record", str(self.record)]
@@ -124,9 +151,12 @@ class Sink:
         self.process.wait()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+        try:
+            if self.process is not None and self.process.poll() is None:
+                self.process.terminate()
+                self.process.wait(timeout=10)
+        finally:
+            self.reserved.release()
 
     def received(self) -> list[dict[str, Any]]:
         return self.read_from(0)[0]
@@ -157,6 +187,18 @@ class Service:
     port: int | None = None
     process: subprocess.Popen[bytes] | None = None
     expected_down: bool = False  # the suite stopped it on purpose
+    reserved: ReservedPort | None = None  # its port, kept for it until release()
+
+    @classmethod
+    def web(cls, name: str, env: dict[str, str], log: Path) -> Service:
+        """`mentorlus serve` on a port reserved for it, through its restarts."""
+        reserved = ReservedPort()
+        argv = ["serve", "--port", str(reserved.port)]
+        return cls(name, argv, env, log, reserved.port, reserved=reserved)
+
+    def release(self) -> None:
+        if self.reserved is not None:
+            self.reserved.release()
 
     def start(self) -> None:
         with self.log.open("ab") as output:
@@ -235,7 +277,13 @@ class Supervisor:
         for service in self.services:
             service.start()
         for service in self.services:
-            wait_until(service.ready, timeout=60, what=f"{service.name} to answer")
+            wait_for_server(
+                service.ready,
+                process=service.process,
+                timeout=180,  # a Python process on a loaded machine can take a minute
+                what=f"{service.name} to answer",
+                logs=[service.log],
+            )
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
 
@@ -254,7 +302,9 @@ class Supervisor:
     def restart(self, service: Service) -> None:
         """Start a service the suite stopped or killed."""
         service.start()
-        wait_until(service.ready, timeout=60, what=f"{service.name} to answer again")
+        # Not wait_for_server: the watch thread may replace a process that exits meanwhile.
+        with logs_on_failure(f"{service.name} to answer again", service.log):
+            wait_until(service.ready, timeout=180, what=f"{service.name} to answer again")
 
     def stop(self) -> None:
         self._stop.set()
@@ -262,3 +312,4 @@ class Supervisor:
             self._thread.join()
         for service in self.services:
             service.stop()
+            service.release()

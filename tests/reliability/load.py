@@ -2,16 +2,19 @@
 
 Every actor goes through what a person or an integration uses, never the database:
 
-- mentees browse `GET /api/v1/mentors` and ask a mentor with `POST /api/v1/requests`;
-- applicants apply with `POST /api/v1/applications`;
+- mentees browse `GET /api/v1/mentors` and ask a mentor with `POST /api/v1/requests`, each
+  from a client address of their own (X-Forwarded-For, as behind the association's proxy),
+  then confirm it from the link in the email the sink received;
+- applicants apply with `POST /api/v1/applications`, and confirm it the same way;
 - mentors act on the links in the emails the SMTP sink received (follow the link, then
   answer on its page): accept, decline or ignore a request, schedule the first meeting;
 - a coordinator in the console (logged in once, CSRF token, the case's version) reviews
   applications along one of three paths and cancels some fresh requests;
 - an integration with a coordinator's HTTP Basic login cancels relations over the API.
 
-Each call goes to one of the web processes at random. A write the service confirmed (201,
-or 303 after a form) is kept as an Ack: it must be in the audit trail at the end.
+Each call goes to one of the web processes at random. A write the service confirmed (the page
+of a confirmed submission, naming its case, or 303 after a form) is kept as an Ack: it must be
+in the audit trail at the end.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -194,7 +198,10 @@ class Traffic:
             while self._pause(rng, 0.2, 0.6):
                 mentor = rng.choice(self.mentors)
                 topic = rng.choice(mentor.topics)
-                self._call("directory", client, "GET", f"/api/v1/mentors?topic={topic}")
+                path = f"/api/v1/mentors?topic={topic}"
+                listing = self._call("directory", client, "GET", path)
+                if listing is None or listing.status_code != 200 or not listing.json():
+                    continue
                 n = next(self.sequence)
                 data = scenarios.mentee(
                     f"mentee-{n}@example.org",
@@ -203,13 +210,21 @@ class Traffic:
                     topic=topic,
                     organisation=f"Sotsiaalkeskus {n}",
                 )
-                response = self._call("request", client, "POST", "/api/v1/requests", json=data)
-                if response is not None and response.status_code == 201:
-                    ref = response.json()["id"]
-                    self.stats.ack(ref, "request")
-                    if rng.random() < 0.1:  # the coordinator cancels it while the mentor looks
-                        steps = [("cancel", {"reason": "Pöördumine tühistati"})]
-                        self.console.put(rng.uniform(0.5, 8), (ref, steps))
+                del data["mentor"]  # the public API names the mentor by their directory id
+                data["mentor_id"] = rng.choice(listing.json())["id"]
+                self._submit(client, "request", "/api/v1/requests", data, n, self._requested)
+
+    def _requested(self, ref: str) -> None:
+        self.stats.ack(ref, "request")
+        rng = random.Random(f"{self.seed}:{ref}:requested")
+        if rng.random() < 0.1:  # the coordinator cancels it while the mentor looks
+            steps = [("cancel", {"reason": "Pöördumine tühistati"})]
+            self.console.put(rng.uniform(0.5, 8), (ref, steps))
+
+    def _applied(self, ref: str) -> None:
+        self.stats.ack(ref, "submit")
+        rng = random.Random(f"{self.seed}:{ref}:applied")
+        self.console.put(rng.uniform(0.5, 3), (ref, self._review(rng)))
 
     def _applicant(self) -> None:
         rng = random.Random(f"{self.seed}:applicant")
@@ -217,13 +232,52 @@ class Traffic:
             while self._pause(rng, 1.0, 2.0):
                 n = next(self.sequence)
                 data = scenarios.applicant(f"kandidaat-{n}@example.org", f"Kandidaat Õun {n}")
-                response = self._call(
-                    "application", client, "POST", "/api/v1/applications", json=data
-                )
-                if response is not None and response.status_code == 201:
-                    ref = response.json()["id"]
-                    self.stats.ack(ref, "submit")
-                    self.console.put(rng.uniform(0.5, 3), (ref, self._review(rng)))
+                self._submit(client, "application", "/api/v1/applications", data, n, self._applied)
+
+    def _submit(
+        self,
+        client: httpx.Client,
+        kind: str,
+        path: str,
+        data: dict[str, Any],
+        n: int,
+        then: Callable[[str], None],
+    ) -> None:
+        """A public submission from a client address of its own; its owner confirms it once
+        the email arrives (in a thread of its own: the mail may wait behind a backlog), and
+        `then` gets the case's ref."""
+        _, offset = self.sink.read_from(0)  # the confirmation arrives after this
+        forwarded = {"X-Forwarded-For": f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"}
+        held = self._call(kind, client, "POST", path, json=data, headers=forwarded)
+        if held is not None and held.status_code == 202:
+            confirming = threading.Thread(
+                target=self._confirm, args=(data["email"], offset, then), daemon=True
+            )
+            confirming.start()
+
+    def _confirm(self, email: str, offset: int, then: Callable[[str], None]) -> None:
+        """As the owner of the address: the link in the email the sink received, then the
+        button on its page, in a browser of its own; no ref if the service refused or was
+        away, or the run ended first."""
+        link = None
+        while link is None:
+            fresh, offset = self.sink.read_from(offset)
+            mine = (m["links"] for m in fresh if m["to"] == email and m["links"])
+            link = next(mine, [None])[0]
+            if link is None and self.stop_event.wait(0.3):
+                return
+        with self._client() as browser:
+            followed = self._call("confirm link", browser, "GET", link)
+            if followed is None or followed.status_code != 303:
+                return
+            page = self._call("confirm page", browser, "GET", followed.headers["location"])
+            if page is None or page.status_code != 200:
+                return
+            form = {"csrf": _first(CSRF, page.text)}
+            done = self._call("confirm", browser, "POST", followed.headers["location"], data=form)
+        found = re.search(r"\b[AM]-\d+\b", done.text) if done and done.status_code == 200 else None
+        if found:
+            then(found.group(0))
 
     def _review(self, rng: random.Random) -> list[tuple[str, dict[str, str]]]:
         """One of three ways a coordinator takes an application."""

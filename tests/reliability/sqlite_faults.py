@@ -5,8 +5,9 @@ tmpfs of its own, so the disk can really fill up (ENOSPC, as on a full server).
 
 - **Locked**: another process holds `BEGIN EXCLUSIVE`. Held for 5 s, shorter than the
   engine's busy timeout (30 s, lifecycle/db.py), every caller waits and then succeeds. Held
-  for 35 s, the web, the CLI and the worker give up after 30 s; nothing they were doing may
-  be half-made, and once the lock is gone the same actions succeed.
+  until the web request and the CLI calls have given up (30 s after each first waited),
+  the web, the CLI and the worker fail; nothing they were doing may be half-made, and once
+  the lock is gone the same actions succeed.
 - **Disk full**: with mail waiting for a stopped worker, the WAL is truncated and a filler
   file takes the rest of the disk. A request, the CLI and the worker fail; nothing is
   half-made; once the filler is deleted everything proceeds and the mail is sent once.
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,6 @@ from tests.reliability.harness import (
     Service,
     Sink,
     Supervisor,
-    free_port,
     last_error,
     wait_until,
 )
@@ -60,11 +61,15 @@ from tests.reliability.scenario import (
     environment,
     populate,
     settled,
+    stop_settled,
     unmarked_at_sink,
 )
 
 BUSY_SECONDS = 30  # lifecycle/db.py: the SQLite timeout and busy_timeout
-SUCCESS = (0, 201)  # an exit code, an HTTP status
+# How long a caller may take to answer: the busy timeout, after a CLI process has started —
+# which on a loaded machine can take a minute.
+CALLER_TIMEOUT = BUSY_SECONDS * 6
+SUCCESS = (0, 202)  # an exit code, an HTTP status (a request held for its confirmation)
 DISK = "size=64m"
 
 
@@ -99,12 +104,28 @@ class Deployment:
             topic=self.mentor.topics[0],
         )
 
+    @cached_property
+    def _mentor_id(self) -> int:
+        """Read once, before any fault: a new connection cannot even open a locked database."""
+        with self.app.sessions() as session:
+            found = session.scalar(select(Person.id).where(Person.email == self.mentor.email))
+        assert found is not None
+        return found
+
+    def _api_mentee(self, name: str) -> dict[str, Any]:
+        """The same request as the public API takes it: the mentor by their directory id."""
+        data = self._mentee(name)
+        del data["mentor"]
+        return {**data, "mentor_id": self._mentor_id}
+
     def ask(self, name: str) -> Answer:
         """A mentee's request over the API."""
         started = time.monotonic()
         try:
             response = httpx.post(
-                self.web.url("/api/v1/requests"), json=self._mentee(name), timeout=BUSY_SECONDS * 3
+                self.web.url("/api/v1/requests"),
+                json=self._api_mentee(name),
+                timeout=CALLER_TIMEOUT,
             )
         except httpx.HTTPError as error:
             return Answer(0, f"{type(error).__name__}: {error}", time.monotonic() - started)
@@ -118,7 +139,7 @@ class Deployment:
             cwd=PROJECT_ROOT,
             capture_output=True,
             text=True,
-            timeout=BUSY_SECONDS * 3,
+            timeout=CALLER_TIMEOUT,
         )
         lines = done.stderr.strip().splitlines()
         text = last_error(lines)[:300]  # the one line, or the line that ends a traceback
@@ -142,27 +163,45 @@ class Deployment:
             return case.state, case.version
 
 
-def in_background(work: Any) -> tuple[threading.Thread, list[Answer]]:
-    """Run a call in a thread; its answer lands in the list."""
-    answers: list[Answer] = []
-    thread = threading.Thread(target=lambda: answers.append(work()))
+def in_background(work: Any) -> tuple[threading.Thread, list[Answer | BaseException]]:
+    """Run a call in a thread; its answer (or what it raised) lands in the list."""
+    answers: list[Answer | BaseException] = []
+
+    def call() -> None:
+        try:
+            answers.append(work())
+        except BaseException as error:  # raised again by _all_at_once, in the caller's thread
+            answers.append(error)
+
+    thread = threading.Thread(target=call)
     thread.start()
     return thread, answers
 
 
-def hold_lock(path: Path, seconds: float) -> subprocess.Popen[str]:
-    """Another process takes the database's write lock and keeps it for `seconds`."""
+def hold_lock(path: Path, seconds: float | None) -> subprocess.Popen[str]:
+    """Another process takes the database's write lock and keeps it for `seconds`, or with
+    None until `release(locker)`."""
+    wait = f"time.sleep({seconds})" if seconds is not None else "sys.stdin.readline()"
     code = (
         "import sqlite3, sys, time\n"
         f"c = sqlite3.connect({str(path)!r}, isolation_level=None, timeout=30)\n"
         "c.execute('BEGIN EXCLUSIVE')\n"
         "print('locked', flush=True)\n"
-        f"time.sleep({seconds})\n"
+        f"{wait}\n"
         "c.execute('ROLLBACK')\n"
     )
-    locker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    locker = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
     return locker
+
+
+def release(locker: subprocess.Popen[str]) -> None:
+    """The locker of hold_lock(path, None) ends its transaction, and exits."""
+    assert locker.stdin is not None
+    locker.stdin.close()  # its readline() returns
+    locker.wait(timeout=30)
 
 
 def truncate_wal(path: Path) -> None:
@@ -221,8 +260,7 @@ def run_sqlite(directory: Path) -> Run:
         settings = load_settings(environ=env)
         mentor = populate(settings, mentors=1)[0]
         app = bootstrap.build(settings)
-        port = free_port()
-        web = Service("web", ["serve", "--port", str(port)], env, directory / "web.log", port)
+        web = Service.web("web", env, directory / "web.log")
         worker = Service("worker", ["worker"], env, directory / "worker.log")
         supervisor = Supervisor([web, worker])
         supervisor.start()
@@ -232,7 +270,7 @@ def run_sqlite(directory: Path) -> Run:
         _full_disk(run, deployment, disk, path, worker, supervisor, sink, started)
         wait_until(lambda: settled(app), timeout=120, what="the outbox to drain")
         checked_at = datetime.now(UTC)
-        supervisor.stop()
+        stop_settled(supervisor, app, env, directory)
         run.exits = supervisor.exits
         allowed = sum(fault.in_flight or 0 for fault in run.faults)
         verdict = checks.verify(
@@ -262,7 +300,9 @@ def run_sqlite(directory: Path) -> Run:
 
 
 def _locked(run: Run, deployment: Deployment, path: Path, sink: Sink, started: float) -> None:
-    ref = json.loads(deployment.ask("ootaja").text)["id"]  # a request the CLI will cancel
+    # A request the CLI will cancel, made by the service: a web request makes no case before
+    # its address confirms it.
+    ref = scenarios.submit_request(deployment.app, deployment._api_mentee("ootaja"))
     before = deployment.case(ref)
 
     # Shorter than the busy timeout: everybody waits, then goes on.
@@ -280,8 +320,9 @@ def _locked(run: Run, deployment: Deployment, path: Path, sink: Sink, started: f
         if answer.code not in SUCCESS:
             run.problems.append(f"a 5 s lock was not waited out: {name} {answer}")
 
-    # Longer than the busy timeout, and than a CLI process takes to start: callers give up.
-    held = BUSY_SECONDS + 15
+    # Until every caller has given up: each waits the busy timeout from its first write, and
+    # a CLI process can take many seconds to start on a loaded machine (a lock of a fixed
+    # length could end before a late caller's timeout and let it through).
     calls = {
         "web request": lambda: deployment.ask("pikk"),
         "CLI request": lambda: deployment.cli_request("pikk-cli"),
@@ -290,10 +331,13 @@ def _locked(run: Run, deployment: Deployment, path: Path, sink: Sink, started: f
         ),
     }
     struck = time.time()
-    locker = hold_lock(path, held)
-    answers = _all_at_once(calls)
-    locker.wait()
+    locker = hold_lock(path, None)
+    try:
+        answers = _all_at_once(calls)
+    finally:
+        release(locker)
     released = time.time()
+    held = round(released - struck)
     time.sleep(2)
     in_flight = unmarked_at_sink(deployment.app, sink, released)
     run.faults.append(
@@ -320,7 +364,7 @@ def _full_disk(
     wait_until(lambda: settled(deployment.app), timeout=120, what="the outbox to drain")
     worker.stop()
     waiting = deployment.ask("enne-taist")  # its emails wait in the outbox
-    if waiting.code != 201:
+    if waiting.code != 202:
         run.problems.append(f"a request before the disk filled failed: {waiting}")
     truncate_wal(path)
     filler = fill(disk)
@@ -347,7 +391,13 @@ def _all_at_once(calls: dict[str, Callable[[], Answer]]) -> dict[str, Answer]:
     running = {name: in_background(call) for name, call in calls.items()}
     for thread, _ in running.values():
         thread.join()
-    return {name: answers[0] for name, (_, answers) in running.items()}
+    done: dict[str, Answer] = {}
+    for name, (_, answers) in running.items():
+        answer = answers[0]
+        if isinstance(answer, BaseException):
+            raise AssertionError(f"{name}: {type(answer).__name__}: {answer}") from answer
+        done[name] = answer
+    return done
 
 
 def _then_proceed(
