@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DB := demo.db
 
-.PHONY: demo test lint audit bench soak clean
+.PHONY: demo test lint audit bench bench-postgres soak clean
 
 $(BIN)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -44,8 +44,35 @@ audit: $(BIN)/.installed
 	$(BIN)/pip-audit --local --skip-editable --strict --vulnerability-service pypi \
 	  --progress-spinner off
 
+# Every benchmark on SQLite; docs/performance.md records their figures and targets.
 bench: $(BIN)/.installed
 	$(BIN)/python bench/transitions.py
+	$(BIN)/python bench/timers.py
+	$(BIN)/python bench/delivery.py
+	$(BIN)/python bench/web.py
+
+# The PostgreSQL variants on a throwaway cluster, started the way .ci/run starts its own (as
+# the postgres user, which needs root; loopback, fsync off) on a free port, and removed
+# afterwards, also when a benchmark fails or Ctrl-C stops it.
+bench-postgres: $(BIN)/.installed
+	@set -e; \
+	pg_bin=$$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1); \
+	pg_data=$$(mktemp -d /tmp/mentorlus-bench-pg.XXXXXX); \
+	trap 'runuser -u postgres -- "$$pg_bin/pg_ctl" -D "$$pg_data" -m immediate stop \
+	  >/dev/null 2>&1; rm -rf "$$pg_data"' EXIT; \
+	trap 'exit 130' INT TERM; \
+	port=$$($(BIN)/python -c 'import socket; s = socket.socket(); \
+	  s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \
+	chown postgres "$$pg_data"; \
+	runuser -u postgres -- "$$pg_bin/initdb" -D "$$pg_data" -A trust -U postgres >/dev/null; \
+	runuser -u postgres -- "$$pg_bin/pg_ctl" -D "$$pg_data" -l "$$pg_data/log" -w \
+	  -o "-p $$port -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null \
+	  || { cat "$$pg_data/log"; exit 1; }; \
+	url="postgresql+psycopg://postgres@127.0.0.1:$$port/postgres"; \
+	echo "PostgreSQL on port $$port"; \
+	$(BIN)/python bench/transitions.py --postgres "$$url"; \
+	$(BIN)/python bench/timers.py --postgres "$$url"; \
+	$(BIN)/python bench/delivery.py --postgres "$$url" --workers 2
 
 # The reliability suite's long part (docs/reliability.md): PostgreSQL with two web processes
 # and two workers under load and repeated faults for SOAK_SECONDS, then the SQLite faults.

@@ -15,6 +15,9 @@
 3. in a fresh child process, loads 100,000 active mentoring cases in batches of 1,000 and
    binds each to the shared workflow machine, and reports the peak resident memory.
 
+With `--postgres URL` every part runs on a new database on that PostgreSQL server instead
+(dropped afterwards), and the bare commits go to the same server.
+
 Every result is a `key=value` line on stdout; the last one is `advance_vs_raw=<ratio>`
 (target ≥ 0.5). Progress goes to stderr. docs/performance.md records a full run.
 """
@@ -40,11 +43,12 @@ from typing import Any
 # This file shares its name with the `transitions` library, and Python puts the script's
 # folder first on sys.path: without this, `import transitions` would import this file.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)  # for bench.common
 
 # The imports below come after the sys.path fix above (ruff allows it).
 from sqlalchemy import func, insert, select, update
 
+from bench.common import fresh_database, log
 from lifecycle import bootstrap
 from lifecycle.bootstrap import App
 from lifecycle.cases import services
@@ -67,13 +71,8 @@ STATE_CHANGING = ("request", "accept", "proceed", "sign", "close")
 RAW_STATES = ("requested", "first_meeting", "agreement", "active", "closed")
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def make_app(directory: Path, clock: ManualClock) -> App:
-    """A migrated SQLite file and the app on it, with the staff the steps need."""
-    url = f"sqlite:///{directory / 'bench.db'}"
+def make_app(url: str, clock: ManualClock) -> App:
+    """The migrated database and the app on it, with the staff the steps need."""
     engine = db.make_engine(url)
     db.migrate(engine)
     engine.dispose()
@@ -115,8 +114,8 @@ class Baseline:
     """Bare commits, each right after a state-changing step so both see the same machine load.
 
     One commit is an ORM `UPDATE cases SET state, version = version + 1` and one audit
-    INSERT, through the app's engine and session factory (same pragmas, BEGIN IMMEDIATE),
-    on rows of the same `cases` table that no service step reads.
+    INSERT, through the app's engine and session factory (on SQLite the same pragmas and
+    BEGIN IMMEDIATE), on rows of the same `cases` table that no service step reads.
     """
 
     def __init__(self, app: App, rows: int) -> None:
@@ -124,24 +123,25 @@ class Baseline:
         self.now = app.clock()
         self.commits = 0
         self.spent = 0.0
+        # The database numbers the rows: ids given here would leave PostgreSQL's sequence
+        # behind, and the next request's case would take one of them.
         with app.unit() as tx:
-            first = (tx.session.scalar(select(func.max(Case.id))) or 0) + 1
-            tx.session.execute(
-                insert(Case),
-                [
-                    {
-                        "id": case_id,
-                        "workflow": "baseline",
-                        "state": RAW_STATES[-1],
-                        "version": 1,
-                        "opened_at": self.now,
-                        "updated_at": self.now,
-                        "state_entered_at": self.now,
-                    }
-                    for case_id in range(first, first + rows)
-                ],
+            self.case_ids = list(
+                tx.session.scalars(
+                    insert(Case).returning(Case.id, sort_by_parameter_order=True),
+                    [
+                        {
+                            "workflow": "baseline",
+                            "state": RAW_STATES[-1],
+                            "version": 1,
+                            "opened_at": self.now,
+                            "updated_at": self.now,
+                            "state_entered_at": self.now,
+                        }
+                        for _ in range(rows)
+                    ],
+                )
             )
-        self.case_ids = list(range(first, first + rows))
 
     def commit(self) -> None:
         case_id = self.case_ids[self.commits % len(self.case_ids)]
@@ -314,11 +314,14 @@ def seed_cases(app: App, count: int) -> None:
             )
 
 
-def measure_memory(count: int, batch: int) -> None:
+def measure_memory(count: int, batch: int, postgres: str | None) -> None:
     """Load `count` cases in batches and bind each to the shared machine; print the memory."""
-    with tempfile.TemporaryDirectory(prefix="mentorlus-bench-") as directory:
+    with (
+        tempfile.TemporaryDirectory(prefix="mentorlus-bench-") as directory,
+        fresh_database(Path(directory), postgres, "transitions") as url,
+    ):
         clock = ManualClock(START)
-        app = make_app(Path(directory), clock)
+        app = make_app(url, clock)
         seed_cases(app, count)
         workflow = app.workflows[MENTORING]
         mentor_roles = frozenset({"mentor"})
@@ -373,10 +376,11 @@ def main() -> None:
     parser.add_argument("--relations", type=int, default=20_000, help="relations to advance")
     parser.add_argument("--cases", type=int, default=100_000, help="cases loaded for memory")
     parser.add_argument("--batch", type=int, default=1_000, help="cases loaded at once")
+    parser.add_argument("--postgres", metavar="URL", help="a PostgreSQL server to run on instead")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
-        measure_memory(args.cases, args.batch)
+        measure_memory(args.cases, args.batch, args.postgres)
         return
 
     # Memory first, in a fresh process: its peak must not include the other parts.
@@ -388,6 +392,7 @@ def main() -> None:
             "--memory-child",
             f"--cases={args.cases}",
             f"--batch={args.batch}",
+            *([f"--postgres={args.postgres}"] if args.postgres else []),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -396,9 +401,12 @@ def main() -> None:
 
     relations = args.relations
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="mentorlus-bench-") as directory:
+    with (
+        tempfile.TemporaryDirectory(prefix="mentorlus-bench-") as directory,
+        fresh_database(Path(directory), args.postgres, "transitions") as url,
+    ):
         clock = ManualClock(START)
-        app = make_app(Path(directory), clock)
+        app = make_app(url, clock)
         log(
             f"advance: {relations} relations, {mentors_for(relations)} mentors, "
             "a bare commit after each move"
@@ -406,6 +414,7 @@ def main() -> None:
         began = time.perf_counter()
         spent, baseline = advance(app, clock, relations)
         wall = time.perf_counter() - began
+        version = server_version(app)
         app.engine.dispose()
 
     transitions = len(STATE_CHANGING) * relations
@@ -416,7 +425,7 @@ def main() -> None:
     # The machine, and how busy it was: compare ratios, not absolutes, on a shared machine.
     print(f"cpus={os.cpu_count()}")
     print(f"python={platform.python_version()}")
-    print(f"sqlite={sqlite3.sqlite_version}")
+    print(f"database={version}")
     print(f"load_avg_1m_before={load_before:.2f}")
     print(f"load_avg_1m_after={os.getloadavg()[0]:.2f}")
     print(f"relations={relations}")
@@ -431,6 +440,13 @@ def main() -> None:
     print(f"raw_per_s={raw_per_s:.0f}")
     print(memory, end="")
     print(f"advance_vs_raw={advance_per_s / raw_per_s:.2f}")
+
+
+def server_version(app: App) -> str:
+    if app.engine.dialect.name == "sqlite":
+        return f"sqlite {sqlite3.sqlite_version}"
+    with app.engine.connect() as connection:
+        return f"postgresql {connection.exec_driver_sql('SHOW server_version').scalar()}"
 
 
 if __name__ == "__main__":

@@ -57,12 +57,13 @@ from typing import Any
 # Python puts the script's folder first on sys.path, and bench/transitions.py would then
 # shadow the `transitions` library that the workflows load.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)  # for tests.processes
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)  # for bench.common, tests.processes
 
 # The imports below come after the sys.path fix above (ruff allows it).
 import httpx
 from sqlalchemy import insert
 
+from bench.common import log
 from lifecycle import bootstrap
 from lifecycle.cases import accounts, queries
 from lifecycle.config import load_settings
@@ -143,10 +144,6 @@ REQUESTED_DAYS_AGO = {
     "expired": (11, 1400),
 }
 OUTCOMES = ["completed", "completed", "completed", "not_continued", "ended_early", "cancelled"]
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # -- the data -----------------------------------------------------------------------------------

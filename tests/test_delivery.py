@@ -634,7 +634,15 @@ PRINTABLE = st.characters(exclude_categories=["Cc", "Cs", "Zl", "Zp"])
 @hypothesis.given(st.text(alphabet=PRINTABLE, max_size=200))
 def test_any_subject_survives_header_encoding_in_lines_short_enough_for_smtp(text: str) -> None:
     subject = " ".join(text.split())
-    composed = mailer._multipart([("Subject", subject)], [("plain", "x", "")])
+    composed = mailer.build(
+        sender=("Mentorlus", "mentorlus@example.org"),
+        recipient=("Mari", "mari@example.org"),
+        subject=subject,
+        text="x",
+        html="x",
+        message_id="<1@example.org>",
+        date=datetime(2026, 9, 20, 11, 0, tzinfo=UTC),
+    )
     lines = composed.split(b"\r\nMIME-Version")[0].split(b"\r\n")
     # Encoded words keep to the recommended 78; plain ASCII only to SMTP's hard 998.
     assert all(len(line) <= (998 if subject.isascii() else 78) for line in lines)
@@ -677,6 +685,33 @@ def test_the_same_idempotency_key_cannot_be_queued_twice_and_the_transaction_rol
 
 
 # -- worker processes ------------------------------------------------------------------------
+
+
+def test_a_worker_claims_again_before_its_connections_run_dry_yet_holds_at_most_a_batch(
+    app: App, clock: ManualClock, sink: Sink
+) -> None:
+    queue_bulk(app, 40)
+    small = bootstrap.build(replace(app.settings, delivery_batch_size=10), clock=clock)
+    held: list[dict[str, int]] = []  # rows 'sending' by claim, as each message is accepted
+
+    def rows_held(arrived: int) -> None:  # before the 250: the row is still the worker's
+        with small.read() as tx:
+            query = select(OutboxMessage.claim_token, func.count()).group_by(
+                OutboxMessage.claim_token
+            )
+            rows = tx.session.execute(query.where(OutboxMessage.status == "sending")).all()
+        held.append({token: count for token, count in rows})
+
+    sink.on_accept = rows_held
+    try:
+        assert deliver(small) == 43
+    finally:
+        small.engine.dispose()
+    assert count_status(app) == {"sent": 43}
+    assert sink.message_ids() == Counter({message_id: 1 for message_id in all_message_ids(app)})
+    assert max(sum(claims.values()) for claims in held) <= 10
+    # The next claim was taken while messages of the one before were still being sent.
+    assert any(len(claims) > 1 for claims in held)
 
 
 def test_a_worker_killed_mid_batch_loses_nothing_and_resends_at_most_what_was_in_flight(

@@ -1,19 +1,23 @@
-"""The outbox rows' side of delivery: which rows are due, taking them under a claim, and what
-each message's outcome writes to its row.
+"""The outbox rows' side of delivery: which rows are due, taking them under a claim, what an
+SMTP error makes of a message (`classify`), and what each message's outcome writes to its row.
 
 A claim stamps its rows with a token and a lease; an outcome is written only where that
 token still holds the row, so a row whose lease ran out belongs to the worker that took it
-over. The delivery worker (`delivery`) runs these in its own transactions.
+over. `claim` and `record` are the delivery worker's own short transactions.
 """
 
 from __future__ import annotations
 
 import random
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import aiosmtplib
 from sqlalchemy import and_, bindparam, or_, select, update
 
+from lifecycle.bootstrap import App
 from lifecycle.config import Settings
 from lifecycle.store.models import OutboxMessage, table
 from lifecycle.workflows.engine import Tx
@@ -36,6 +40,15 @@ class Claim:
     # Outcomes the database refused to record: a sent message left 'sending' would go out
     # again when its lease ends, so they are kept until a mark gets through.
     unrecorded: list[Result] = field(default_factory=list)
+
+
+def claim(app: App, *, limit: int) -> Claim:
+    """Take up to `limit` due rows: pending ones, and those whose lease has ended."""
+    token = uuid.uuid4().hex
+    with app.unit() as tx:
+        lease_until = tx.now + app.settings.delivery_lease
+        ids = take_due(tx, token=token, lease_until=lease_until, limit=limit)
+    return Claim(token, ids, lease_until)
 
 
 def take_due(tx: Tx, *, token: str, lease_until: datetime, limit: int) -> list[int]:
@@ -68,6 +81,20 @@ def take_due(tx: Tx, *, token: str, lease_until: datetime, limit: int) -> list[i
     return ids
 
 
+def classify(error: BaseException) -> Outcome:
+    """Temporary failures are retried; permanent ones fail the message."""
+    if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
+        codes = [refusal.code for refusal in error.recipients]
+        permanent = all(500 <= code < 600 for code in codes)
+        return Outcome("failed" if permanent else "retry", str(error))
+    if isinstance(error, aiosmtplib.SMTPResponseException):
+        permanent = 500 <= error.code < 600
+        return Outcome("failed" if permanent else "retry", f"{error.code} {error.message}")
+    if isinstance(error, ValueError):  # aiosmtplib: an address it cannot send to
+        return Outcome("failed", str(error))
+    return Outcome("retry", f"{type(error).__name__}: {error}")
+
+
 @dataclass(frozen=True)
 class Marks:
     """What a group of outcomes writes: the sent rows and the rows given back, each group in
@@ -76,6 +103,10 @@ class Marks:
     sent: list[int]
     unsent: list[int]
     changes: list[tuple[int, int, dict[str, object]]]  # message id, attempts, values
+
+    @property
+    def rows(self) -> int:
+        return len(self.sent) + len(self.unsent) + len(self.changes)
 
 
 def marks_for(settings: Settings, now: datetime, results: list[Result]) -> Marks:
@@ -138,3 +169,18 @@ def write_marks(tx: Tx, claimed: Claim, marks: Marks, *, now: datetime) -> None:
             .where(_OUTBOX.c.id == message_id, _OUTBOX.c.claim_token == claimed.token)
             .values(**values, **_RELEASED)
         )
+
+
+def record(app: App, claims: Iterable[Claim]) -> list[tuple[Claim, Marks]]:
+    """Write the claims' unrecorded outcomes in one transaction, each to the rows its claim
+    still holds, and forget them; what each wrote. If the database refuses (its error is
+    raised), they stay unrecorded, for the next try."""
+    now = app.clock()
+    marks = [(c, marks_for(app.settings, now, c.unrecorded)) for c in claims if c.unrecorded]
+    if marks:
+        with app.unit() as tx:
+            for claimed, claim_marks in marks:
+                write_marks(tx, claimed, claim_marks, now=now)
+    for claimed, _ in marks:
+        claimed.unrecorded.clear()
+    return marks

@@ -3,12 +3,13 @@
 A claim is one short transaction (FOR UPDATE SKIP LOCKED on PostgreSQL; on SQLite the
 BEGIN IMMEDIATE transaction makes it atomic) that stamps the rows with a claim token and
 a lease, so several workers never take the same row; what is written to the rows is in
-`claims`. A worker does not start a send its lease might not cover, and marks a row only
-while its token still holds it. When the database refuses the mark (locked, full,
-restarting), the worker stops sending, keeps the outcomes and records them before it claims
-anything else. A worker that dies leaves its rows 'sending' until the lease ends; the one
-window for a duplicate is a crash between the server's acceptance and the mark — at most
-the messages in flight at that moment.
+`claims`. The worker claims again as its connections run short of messages, so they never
+wait for a batch to end, and holds at most `delivery_batch_size` rows at a time. It does not
+start a send its lease might not cover, and marks a row only while its token still holds it.
+When the database refuses the mark (locked, full, restarting), the worker stops sending,
+keeps the outcomes and records them before it claims anything else. A worker that dies
+leaves its rows 'sending' until the lease ends; the one window for a duplicate is a crash
+between the server's acceptance and the mark — at most the messages in flight at that moment.
 """
 
 from __future__ import annotations
@@ -17,29 +18,17 @@ import asyncio
 import contextlib
 import logging
 import ssl
-import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import aiosmtplib
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
 
 from lifecycle.bootstrap import App
 from lifecycle.mail import mailer
-from lifecycle.mail.claims import Claim, Outcome, Result, marks_for, take_due, write_marks
+from lifecycle.mail.claims import Claim, Outcome, Result, claim, classify, record
 from lifecycle.store import db
-from lifecycle.store.models import (
-    ActionToken,
-    Agreement,
-    Application,
-    AuditEvent,
-    Case,
-    MentorProfile,
-    OutboxMessage,
-    Person,
-    Relation,
-)
+from lifecycle.store.models import OutboxMessage
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +43,10 @@ class Ready:
     content: bytes
 
 
-def claim(app: App, *, limit: int) -> Claim:
-    """Take up to `limit` due rows: pending ones, and those whose lease has ended."""
-    token = uuid.uuid4().hex
-    with app.unit() as tx:
-        lease_until = tx.now + app.settings.delivery_lease
-        ids = take_due(tx, token=token, lease_until=lease_until, limit=limit)
-    return Claim(token, ids, lease_until)
-
-
 # Messages are composed this many at a time between sends: the SMTP server works through
-# the messages in flight while the next ones are composed, instead of waiting for a batch.
-COMPOSE_EVERY = 10
+# the messages in flight while the next ones are composed, and an answer that arrives
+# meanwhile waits no longer than four messages take to compose.
+COMPOSE_EVERY = 4
 
 Rendered = tuple[list[Ready], dict[int, Outcome]]  # ready to send, failed to render
 
@@ -86,7 +67,7 @@ def render(app: App, claimed: Claim) -> Iterator[Rendered]:
                     OutboxMessage.id.in_(claimed.ids), OutboxMessage.claim_token == claimed.token
                 )
             ).all()
-            loaded = _load_for(session, messages)  # noqa: F841 - held for the batch
+            loaded = mailer.preload(session, messages)  # noqa: F841 - held for the batch
         for first in range(0, len(messages), COMPOSE_EVERY):
             ready, failed = [], {}
             with session.begin():
@@ -101,56 +82,6 @@ def render(app: App, claimed: Claim) -> Iterator[Rendered]:
             yield ready, failed
 
 
-def _load_for(session: Session, messages: Sequence[OutboxMessage]) -> list[object]:
-    """Load what the batch's templates read in a few queries, and hold it for the batch.
-
-    The session's identity map keeps objects only weakly: without these references each
-    message would read its case, people and token again.
-    """
-    case_ids = {m.case_id for m in messages if m.case_id}
-    cases = session.scalars(
-        select(Case)
-        .where(Case.id.in_(case_ids))
-        .options(
-            selectinload(Case.application)
-            .selectinload(Application.person)
-            .selectinload(Person.profile)
-            .selectinload(MentorProfile.credentials),
-            selectinload(Case.application).selectinload(Application.votes),
-            selectinload(Case.relation).selectinload(Relation.mentor),
-            selectinload(Case.relation).selectinload(Relation.mentee),
-            selectinload(Case.relation).selectinload(Relation.meetings),
-            selectinload(Case.relation)
-            .selectinload(Relation.agreements)
-            .selectinload(Agreement.signatures),
-        )
-    ).all()
-    tokens = session.scalars(
-        select(ActionToken).where(ActionToken.id.in_({m.link_token_id for m in messages}))
-    ).all()
-    events = session.scalars(
-        select(AuditEvent).where(AuditEvent.id.in_({m.event_id for m in messages}))
-    ).all()
-    people = session.scalars(
-        select(Person).where(Person.id.in_({m.to_person_id for m in messages}))
-    ).all()
-    return [*cases, *tokens, *events, *people]
-
-
-def classify(error: BaseException) -> Outcome:
-    """Temporary failures are retried; permanent ones fail the message."""
-    if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
-        codes = [refusal.code for refusal in error.recipients]
-        permanent = all(500 <= code < 600 for code in codes)
-        return Outcome("failed" if permanent else "retry", str(error))
-    if isinstance(error, aiosmtplib.SMTPResponseException):
-        permanent = 500 <= error.code < 600
-        return Outcome("failed" if permanent else "retry", f"{error.code} {error.message}")
-    if isinstance(error, ValueError):  # aiosmtplib: an address it cannot send to
-        return Outcome("failed", str(error))
-    return Outcome("retry", f"{type(error).__name__}: {error}")
-
-
 def mark(app: App, claimed: Claim, results: list[Result]) -> None:
     """Record what happened to messages in one transaction, where this claim still holds them.
 
@@ -158,24 +89,29 @@ def mark(app: App, claimed: Claim, results: list[Result]) -> None:
     the database refuses (its error is raised), the outcomes stay in `claimed.unrecorded`
     and go with the next mark of the claim.
     """
-    claimed.unrecorded.extend(results)
-    if not claimed.unrecorded:
-        return
-    now = app.clock()
-    marks = marks_for(app.settings, now, claimed.unrecorded)
-    with app.unit() as tx:
-        write_marks(tx, claimed, marks, now=now)
-    claimed.unrecorded.clear()
-    for message_id, attempts, values in marks.changes:
-        log.info(
-            "outbox %s %s (attempt %s): %s",
-            message_id,
-            values["status"],
-            attempts,
-            values["last_error"],
-        )
-    if marks.sent:
-        log.info("outbox: %s sent", len(marks.sent))
+    mark_all(app, [(claimed, result) for result in results] or [(claimed, None)])
+
+
+def mark_all(app: App, outcomes: Sequence[tuple[Claim, Result | None]]) -> dict[str, int]:
+    """`mark` for the outcomes of several claims at once, in one transaction; each claim's
+    refused outcomes go with it. Returns how many rows of each claim (by token) it released."""
+    claims = {claimed.token: claimed for claimed, _ in outcomes}
+    for claimed, result in outcomes:
+        if result is not None:
+            claimed.unrecorded.append(result)
+    written = record(app, claims.values())
+    for _, marks in written:
+        for message_id, attempts, values in marks.changes:
+            log.info(
+                "outbox %s %s (attempt %s): %s",
+                message_id,
+                values["status"],
+                attempts,
+                values["last_error"],
+            )
+    if sent := sum(len(marks.sent) for _, marks in written):
+        log.info("outbox: %s sent", sent)
+    return {claimed.token: marks.rows for claimed, marks in written}
 
 
 class Connection:
@@ -223,95 +159,198 @@ class Connection:
         self.smtp = None
 
 
-# Outcomes are marked in groups of this many (or when the batch ends): fewer transactions,
-# and a crash can resend at most the messages sent but not yet marked.
+# Outcomes are marked in groups of this many (or when sending stops): fewer transactions, and
+# a crash can resend at most the messages sent but not yet marked.
 MARK_EVERY = 25
 
 
-async def _drain(
-    connection: Connection, claimed: Claim, queue: asyncio.Queue[Ready | None], done: list[Result]
-) -> None:
-    app = connection.app
-    # A send (connecting, then the message) may take up to twice the SMTP timeout: never
-    # start one the lease might not cover.
-    last_start = claimed.lease_until.timestamp() - 2 * app.settings.smtp_timeout
-    while (message := await queue.get()) is not None:
-        # Nor one the database may not let us record: it refused the last mark.
-        if claimed.unrecorded or app.clock().timestamp() >= last_start:
-            queue.put_nowait(message)  # send_claimed gives back the unsent rest
+class _Sending:
+    """Claimed messages on their way over the connections, claim after claim.
+
+    The next claim is taken while the connections still have messages to send, so none waits
+    for a batch to end, and only as large as keeps the rows the worker holds (claimed, their
+    outcomes not yet recorded) within `delivery_batch_size`. The outcomes of all claims are
+    marked together, MARK_EVERY at a time.
+    """
+
+    def __init__(self, app: App, connections: list[Connection]) -> None:
+        self.app = app
+        self.connections = connections
+        self.queue: asyncio.Queue[tuple[Claim, Ready] | None] = asyncio.Queue()
+        self.moved = asyncio.Event()  # a connection took a message, had an outcome or stopped
+        self.draining = 0  # connections still taking messages
+        self.done: list[tuple[Claim, Result]] = []
+        self.claims: dict[str, Claim] = {}  # by token, while they hold rows
+        self.held: dict[str, int] = {}  # the rows each holds
+        self.claimed = 0  # rows claimed in all
+
+    def refused(self) -> bool:
+        """The database refused to record outcomes: nothing is sent until they are recorded."""
+        return any(claimed.unrecorded for claimed in self.claims.values())
+
+    def keeping(self) -> bool:
+        """Outcomes wait to be recorded, and a lease still protects them."""
+        now = self.app.clock()
+        return any(c.unrecorded and now < c.lease_until for c in self.claims.values())
+
+    def _take(self, claimed: Claim) -> None:
+        self.claims[claimed.token] = claimed
+        self.held[claimed.token] = len(claimed.ids)
+        self.claimed += len(claimed.ids)
+
+    def _release(self, token: str, rows: int) -> None:
+        if not rows:
             return
-        done.append((message.id, message.attempts, await connection.send(message)))
-        if len(done) >= MARK_EVERY:
-            group = done[:]
-            done.clear()
-            mark(app, claimed, group)
+        self.held[token] -= rows
+        if not self.held[token]:
+            del self.held[token], self.claims[token]
+
+    def record(self, *, every: int = 1) -> None:
+        """Mark the outcomes so far, if there are `every` of them, and those refused before."""
+        if len(self.done) < every and not self.refused():
+            return
+        outcomes: list[tuple[Claim, Result | None]] = [*self.done]
+        outcomes += [(claimed, None) for claimed in self.claims.values() if claimed.unrecorded]
+        self.done.clear()  # kept in their claims' `unrecorded` if the mark is refused
+        for token, rows in mark_all(self.app, outcomes).items():
+            self._release(token, rows)
+
+    async def send(
+        self,
+        claimed: Claim,
+        rendered: Iterable[Rendered],
+        *,
+        more: bool,
+        stop: asyncio.Event | None,
+    ) -> None:
+        """Send the claim's messages as they are rendered and, with `more`, those of further
+        claims until none is due or `stop` is set. Raises the database's error if it refused
+        to read or record, once every connection has stopped: what was sent is then in the
+        claims' `unrecorded`."""
+        self._take(claimed)
+        self.draining = len(self.connections)
+        # Every task runs to its end: a connection stopped mid-send would forget a sent message.
+        ended = await asyncio.gather(
+            self._produce(claimed, rendered, more=more, stop=stop),
+            *(self._drain(connection) for connection in self.connections),
+            return_exceptions=True,
+        )
+        while not self.queue.empty():
+            if (item := self.queue.get_nowait()) is not None:
+                unsent, message = item
+                self.done.append((unsent, (message.id, message.attempts, Outcome("unsent"))))
+        try:
+            self.record()
+        finally:
+            # Rows left without an outcome (the database failed mid-claim) come back when their
+            # lease ends; only outcomes the database refused are still this worker's to record.
+            self.claims = {t: c for t, c in self.claims.items() if c.unrecorded}
+            self.held = {t: len(c.unrecorded) for t, c in self.claims.items()}
+        for error in ended:
+            if error is not None:
+                raise error
+
+    async def _produce(
+        self,
+        claimed: Claim,
+        rendered: Iterable[Rendered],
+        *,
+        more: bool,
+        stop: asyncio.Event | None,
+    ) -> None:
+        try:
+            while await self._enqueue(claimed, rendered) and more:
+                if stop is not None and stop.is_set():
+                    return
+                self.record()  # the outcomes so far make room for the next claim
+                while (room := self.app.settings.delivery_batch_size - sum(self.held.values())) < 1:
+                    await self._until(lambda: bool(self.done))
+                    if not self.draining:
+                        return
+                    self.record()
+                claimed = claim(self.app, limit=room)
+                if not claimed.ids:
+                    return
+                self._take(claimed)
+                rendered = render(self.app, claimed)
+        finally:
+            for _ in self.connections:
+                self.queue.put_nowait(None)  # one end mark for each connection
+
+    async def _enqueue(self, claimed: Claim, rendered: Iterable[Rendered]) -> bool:
+        """Queue the claim's messages as they are rendered; whether sending goes on."""
+        unread = set(claimed.ids)
+        for ready, failed in rendered:
+            unread.difference_update(message.id for message in ready)
+            unread.difference_update(failed)
+            self.done += [
+                (claimed, (message_id, 0, outcome)) for message_id, outcome in failed.items()
+            ]
+            for message in ready:
+                self.queue.put_nowait((claimed, message))
+            # Composed no further ahead than the connections need: composing holds up the
+            # answers they are waiting for.
+            await asyncio.sleep(0)
+            await self._until(lambda: self.queue.qsize() < len(self.connections))
+            if self.refused() or not self.draining:
+                # The rest is given back, due again at once.
+                self.done += [(claimed, (id_, 0, Outcome("unsent"))) for id_ in sorted(unread)]
+                return False
+        # Rows another worker took over before they were read are held no longer.
+        self._release(claimed.token, len(unread))
+        return True
+
+    async def _until(self, condition: Callable[[], bool]) -> None:
+        while self.draining and not condition():
+            self.moved.clear()
+            await self.moved.wait()
+
+    async def _drain(self, connection: Connection) -> None:
+        try:
+            while (item := await self.queue.get()) is not None:
+                self.moved.set()
+                claimed, message = item
+                # A send (connecting, then the message) may take up to twice the SMTP timeout:
+                # never start one the lease might not cover, nor one the database may not let
+                # us record (it refused the last mark).
+                last_start = claimed.lease_until.timestamp() - 2 * self.app.settings.smtp_timeout
+                if self.refused() or self.app.clock().timestamp() >= last_start:
+                    outcome = Outcome("unsent")  # given back to the outbox
+                else:
+                    outcome = await connection.send(message)
+                self.done.append((claimed, (message.id, message.attempts, outcome)))
+                self.moved.set()
+                if not self.refused():
+                    self.record(every=MARK_EVERY)
+        finally:
+            self.draining -= 1
+            self.moved.set()
 
 
 async def send_claimed(
     app: App, claimed: Claim, rendered: Iterable[Rendered], connections: list[Connection]
 ) -> None:
-    """Send messages over the connections at once as they are rendered, marking as it goes.
-
-    Raises the database's error if it refused to read or record, once every connection has
-    stopped: what was sent is then in `claimed.unrecorded`.
-    """
-    queue: asyncio.Queue[Ready | None] = asyncio.Queue()
-    done: list[Result] = []
-
-    async def produce() -> None:
-        try:
-            for ready, failed in rendered:
-                if failed:
-                    mark(
-                        app,
-                        claimed,
-                        [(message_id, 0, outcome) for message_id, outcome in failed.items()],
-                    )
-                for message in ready:
-                    queue.put_nowait(message)
-                await asyncio.sleep(0)  # let the connections send what is ready
-        finally:
-            for _ in connections:
-                queue.put_nowait(None)  # one end mark for each connection
-
-    # Every task runs to its end: a connection stopped mid-send would forget a sent message.
-    ended = await asyncio.gather(
-        produce(),
-        *(_drain(connection, claimed, queue, done) for connection in connections),
-        return_exceptions=True,
-    )
-    left = [queue.get_nowait() for _ in range(queue.qsize())]
-    done.extend((message.id, message.attempts, Outcome("unsent")) for message in left if message)
-    mark(app, claimed, done)
-    for error in ended:
-        if error is not None:
-            raise error
+    """Send one claim's messages over the connections as they are rendered, marking as it
+    goes (see `_Sending.send`)."""
+    await _Sending(app, connections).send(claimed, rendered, more=False, stop=None)
 
 
 async def run(app: App, *, once: bool, stop: asyncio.Event | None = None) -> int:
     """Deliver due mail; with once, until nothing is due now. Returns how many were claimed."""
     connections = [Connection(app) for _ in range(app.settings.smtp_connections)]
-    handled = 0
-    claimed: Claim | None = None
+    sending = _Sending(app, connections)
     try:
         while stop is None or not stop.is_set():
             try:
-                if claimed is not None:
-                    mark(app, claimed, [])  # what the database refused before, first
+                sending.record()  # what the database refused before, first
                 claimed = claim(app, limit=app.settings.delivery_batch_size)
-                handled += len(claimed.ids)
                 if claimed.ids:
-                    await send_claimed(app, claimed, render(app, claimed), connections)
+                    await sending.send(claimed, render(app, claimed), more=True, stop=stop)
             except db.UNAVAILABLE as error:
                 # Restarting, locked or full: the failed transaction rolled back; rows not
                 # sent come back when their lease ends. Wait, then go on. `deliver --once`
                 # gives up at once, unless it holds outcomes its lease still protects.
-                keeping = (
-                    claimed is not None
-                    and bool(claimed.unrecorded)
-                    and app.clock() < claimed.lease_until
-                )
-                if once and not keeping:
+                if once and not sending.keeping():
                     raise
                 log.warning("outbox: %s; trying again", db.unavailable_reason(error))
                 await _sleep(app.settings.delivery_poll_seconds, stop)
@@ -323,13 +362,13 @@ async def run(app: App, *, once: bool, stop: asyncio.Event | None = None) -> int
     finally:
         for connection in connections:
             await connection.close()
-        if claimed is not None and claimed.unrecorded:
+        if sending.refused():
             log.error(
                 "outbox: stopped with %s outcomes the database refused to record; "
                 "messages sent among them go out again when their lease ends",
-                len(claimed.unrecorded),
+                sum(len(claimed.unrecorded) for claimed in sending.claims.values()),
             )
-    return handled
+    return sending.claimed
 
 
 async def _sleep(seconds: float, stop: asyncio.Event | None) -> None:
