@@ -35,9 +35,12 @@ class App:
     clock: Callable[[], datetime]
 
     @contextmanager
-    def unit(self) -> Iterator[Tx]:
-        """A transaction for one use case: commits at the end, rolls back on any error."""
-        with db.transaction(self.sessions) as session:
+    def unit(self, *, wait: bool = True) -> Iterator[Tx]:
+        """A transaction for one use case: commits at the end, rolls back on any error.
+
+        wait=False: for a write that may be skipped, which on SQLite fails at once rather than
+        wait for another process's write lock (db.transaction)."""
+        with db.transaction(self.sessions, wait=wait) as session:
             yield Tx(session, self.settings, self.workflows, self.clock())
 
     @contextmanager

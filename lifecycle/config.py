@@ -45,6 +45,11 @@ class Settings:
     delivery_poll_seconds: float
     base_url: str
     link_valid: timedelta
+    # After its first step, a link's page takes more steps from that browser this long.
+    link_grace: timedelta
+    # A staff session ends after this long without a request, and this long after the login.
+    staff_session_idle: timedelta
+    staff_session_max: timedelta
     secret_key: bytes
     sink_directory: Path
     intake_opens: tuple[tuple[int, int], ...]  # (month, day)
@@ -196,6 +201,21 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         delivery_poll_seconds=float(get("delivery", "poll_seconds")),
         base_url=str(get("web", "base_url")).rstrip("/"),
         link_valid=timedelta(days=int(get("web", "link_valid_days"))),
+        link_grace=timedelta(
+            minutes=_at_least(
+                int(get("web", "link_grace_minutes")), 1, key="web.link_grace_minutes"
+            )
+        ),
+        # A session's last request is written down once a minute, so a few minutes' idle
+        # time at least: less would end sessions in use.
+        staff_session_idle=timedelta(
+            minutes=_at_least(
+                int(get("web", "session_idle_minutes")), 5, key="web.session_idle_minutes"
+            )
+        ),
+        staff_session_max=timedelta(
+            hours=_at_least(int(get("web", "session_max_hours")), 1, key="web.session_max_hours")
+        ),
         secret_key=_secret_key(environ, str(get("web", "base_url"))),
         sink_directory=Path(str(get("sink", "directory"))),
         intake_opens=tuple(_month_day(str(text)) for text in get("intake", "opens")),

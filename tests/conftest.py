@@ -5,13 +5,15 @@ databases (.ci/run does). Without it those tests skip — except under CI=true, 
 they fail, so a CI run never passes without PostgreSQL.
 
 Helpers for the test modules (`from tests.conftest import ...`): the staff's addresses,
-`bring` / `list_mentor`, which move applications through the real steps by that staff, and
+`bring` / `list_mentor`, which move applications through the real steps by that staff,
+`confirm_by_email`, which confirms a public submission as the owner of its address does, and
 `write_lock_held` for what must go on while another process writes to SQLite.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import uuid
@@ -25,7 +27,8 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, event, make_url, text
+from httpx import Response
+from sqlalchemy import create_engine, event, make_url, select, text
 
 from lifecycle import bootstrap
 from lifecycle.bootstrap import App
@@ -34,7 +37,9 @@ from lifecycle.config import Settings, load_settings
 from lifecycle.demo import scenarios
 from lifecycle.demo.scenarios import ManualClock
 from lifecycle.store import db
+from lifecycle.store.models import ActionToken, OutboxMessage
 from lifecycle.web.app import create
+from lifecycle.workflows import links
 
 PG_URL = os.environ.get("MENTORLUS_TEST_DATABASE_URL")
 START = datetime(2026, 9, 1, 7, 0, tzinfo=UTC)
@@ -165,6 +170,38 @@ def list_mentor(
     ref = scenarios.submit_application(app, data, actor=COORDINATOR)
     bring(app, clock, ref, "listed", email)
     return ref
+
+
+def confirmation_link(app: App, email: str) -> str:
+    """The path of the newest link mailed to `email` to confirm a public submission."""
+    with app.read() as tx:
+        message = tx.session.scalars(
+            select(OutboxMessage)
+            .where(
+                OutboxMessage.to_email == email.strip().lower(),
+                OutboxMessage.template.in_(("request_confirm", "application_confirm")),
+            )
+            .order_by(OutboxMessage.id.desc())
+        ).first()
+        assert message is not None, f"no confirmation link was mailed to {email}"
+        token = tx.session.get(ActionToken, message.link_token_id)
+        assert token is not None
+        return links.url(token, tx.settings).removeprefix(tx.settings.base_url)
+
+
+def confirm_by_email(client: TestClient, app: App, email: str) -> Response:
+    """Do what the owner of `email` does before their public request or application takes
+    effect: follow the confirmation link mailed there, and press the button on its page.
+    The answer to the button: the done page with the case's ref, or the refusal."""
+    followed = client.get(confirmation_link(app, email), follow_redirects=False)
+    assert followed.status_code == 303, followed.text
+    page = client.get(followed.headers["location"], follow_redirects=False)
+    assert page.status_code == 200, page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf, "no CSRF token on the confirmation page"
+    return client.post(
+        followed.headers["location"], data={"csrf": csrf.group(1)}, follow_redirects=False
+    )
 
 
 def wait_briefly_for_locks(app: App) -> None:

@@ -320,11 +320,18 @@ def test_mentee_and_mentor_carry_a_mentoring_from_the_directory_to_feedback_by_e
     mentee.fill("#name", "Kati Kask")
     mentee.fill("#email", MENTEE)
     mentee.fill("#organisation", "Pärnu Sotsiaalkeskus")
-    mentee.fill("#region", "Pärnumaa")
+    mentee.locator("#region").select_option("Pärnumaa")
     mentee.locator("#topic").select_option("change_at_work")
     mentee.fill("#question", question)
     shoot(mentee, "request-form")
     mentee.locator("form[action='/request'] button").click()
+    expect(mentee.locator("h1")).to_have_text("Kinnita pöördumine e-postist")
+
+    # Nothing goes to the mentor before the mentee confirms from the email.
+    mentee.goto(site.link(site.deliver(), MENTEE, "confirm_request"))
+    expect(mentee.locator("dl")).to_contain_text(question)
+    shoot(mentee, "request-confirm")
+    mentee.get_by_role("button", name="Kinnitan ja saadan mentorile").click()
     expect(mentee.locator("h1")).to_have_text("Pöördumine on saadetud")
     ref = mentee.locator("p.meta").inner_text().strip()
     assert re.fullmatch(r"M-\d+", ref), ref

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import inspect, select
 
 from lifecycle.bootstrap import App
+from lifecycle.cases import queries
 from lifecycle.cli.main import main
 from lifecycle.demo import scenarios
 from lifecycle.demo.scenarios import ManualClock
@@ -23,6 +24,8 @@ from lifecycle.errors import Refused
 from lifecycle.mail import bulk, delivery, emails
 from lifecycle.privacy import erasure, retention
 from lifecycle.privacy import export as privacy_export
+from lifecycle.reports import disclosure
+from lifecycle.reports import tables as report_tables
 from lifecycle.schedule import scheduler
 from lifecycle.store import db
 from lifecycle.store.models import (
@@ -54,7 +57,19 @@ NOTES = "Refleksioon-N1: täna arutasime konflikti"
 PLACE = "Koht-P1: Lossi 3 kohvik"
 COMMENT = "Tagasiside-C1: väga toetav mentor"
 REASON = "Põhjus-E1: eesmärk saavutatud"
-SECRETS = (MENTEE, MENTEE_NAME, MENTEE_ORG, QUESTION, GOAL, RHYTHM, FEE, NOTES, PLACE, COMMENT)
+SECRETS = (
+    MENTEE,
+    MENTEE_NAME,
+    MENTEE_ORG,
+    QUESTION,
+    GOAL,
+    RHYTHM,
+    FEE,
+    NOTES,
+    PLACE,
+    COMMENT,
+    REASON,
+)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -182,7 +197,7 @@ def test_a_mentees_export_holds_their_relation_texts_steps_and_mail_but_no_link_
     assert [(f["rating"], f["comment"]) for f in relation["feedback"]] == [(5, COMMENT)]
     steps = [e["trigger"] for e in relation["events"]]
     assert steps[0] == "request" and "close" in steps and "give_feedback" in steps
-    assert any(e["comment"] == REASON and e["by_you"] for e in relation["events"])
+    assert any(e["party_text"] == REASON and e["by_you"] for e in relation["events"])
     assert {m["template"] for m in data["emails"]} >= {"request_sent", "feedback_request"}
     assert {link["action"] for link in data["links"]} >= {"feedback", "agreement"}
     assert token_ids(app) and not [token for token in token_ids(app) if token in text]
@@ -238,6 +253,104 @@ def test_the_export_command_prints_json(
     assert main(["person", "export", MENTOR]) == 0
 
     assert json.loads(capsys.readouterr().out)["person"]["email"] == MENTOR
+
+
+# -- who reads a party's own words -----------------------------------------------------------
+
+# Every mentoring step on which a mentor or a mentee types a reason: the state it is taken in,
+# the party who takes it, what else it needs, and the email that quotes the reason to the
+# other party (None: its emails quote none).
+PARTY_STEPS: dict[str, tuple[str, str, dict[str, Any], str | None]] = {
+    "decline": ("requested", "mentor", {}, "request_declined"),
+    "cancel_meeting": ("first_meeting", "mentor", {}, "meeting_cancelled"),
+    "discontinue": ("first_meeting", "mentee", {}, None),
+    "cancel": ("agreement", "mentee", {}, "relation_cancelled"),
+    "close": ("active", "mentee", {"outcome": "ended_early"}, None),
+}
+# Whether each reader of a relation reads the reason a party gave on a step.
+WHO_READS = {
+    "the coordinators' case view (console page and API)": False,
+    "the reports": False,
+    "a coordinator's export": False,
+    "a committee member's export": False,
+    "the acting party's export": True,
+    "the other party's export": True,
+    "the other party's email": True,
+}
+PARTY_REASON = "Põhjus-W1: minu isiklikud asjaolud"
+
+
+def what_each_reads(
+    app: App, ref: str, actor: str, other: str, template: str | None
+) -> dict[str, str]:
+    with app.read() as tx:
+        texts = {
+            "the coordinators' case view (console page and API)": json.dumps(
+                queries.show_case(tx, ref, role="coordinator"), ensure_ascii=False
+            ),
+            "the reports": "".join(
+                disclosure.to_csv(report_tables.build(tx, name)) for name in report_tables.REPORTS
+            ),
+        }
+    for reader, email in (
+        ("a coordinator's export", COORDINATOR),
+        ("a committee member's export", COMMITTEE[0]),
+        ("the acting party's export", actor),
+        ("the other party's export", other),
+    ):
+        texts[reader] = json.dumps(export(app, email), ensure_ascii=False)
+    if template is not None:
+        texts["the other party's email"] = email_text(app, template, other)
+    return texts
+
+
+def email_text(app: App, template: str, to: str) -> str:
+    """The plain text of the newest email of this kind to this address, as it is sent."""
+    with app.read() as tx:
+        message = tx.session.scalars(
+            select(OutboxMessage)
+            .where(OutboxMessage.template == template, OutboxMessage.to_email == to)
+            .order_by(OutboxMessage.id.desc())
+        ).first()
+        assert message is not None, f"no {template} to {to}"
+        context = emails.context_for(tx.session, tx.settings, message)
+        return emails.render_all(
+            tx.settings.templates_dir,
+            template,
+            message.language,
+            context,
+            base_url=tx.settings.base_url,
+        ).text
+
+
+@pytest.mark.parametrize("trigger", list(PARTY_STEPS))
+def test_a_partys_reason_is_read_by_the_two_parties_and_by_nobody_else(
+    app: App, clock: ManualClock, trigger: str
+) -> None:
+    state, party, values, template = PARTY_STEPS[trigger]
+    actor, other = (MENTOR, MENTEE) if party == "mentor" else (MENTEE, MENTOR)
+    list_mentor(app, clock, MENTOR, MENTOR_NAME)
+    ref = request(app)
+    scenarios.bring_relation(app, clock, ref, state, mentor=MENTOR, mentee_email=MENTEE)
+    if trigger == "cancel_meeting":
+        scenarios.step(
+            app, ref, "schedule_meeting", MENTEE, starts_at=clock.now + timedelta(days=2), place="x"
+        )
+        with app.read() as tx:
+            relation = load_case(tx, ref)[1]
+            assert isinstance(relation, Relation)
+            values = {"meeting": max(meeting.id for meeting in relation.meetings)}
+
+    scenarios.step(app, ref, trigger, actor, reason=PARTY_REASON, **values)
+
+    reads = {
+        reader: PARTY_REASON in text
+        for reader, text in what_each_reads(app, ref, actor, other, template).items()
+    }
+    expected = dict(WHO_READS)
+    if template is None:  # no email of the step quotes a reason
+        del expected["the other party's email"]
+    assert reads == expected
 
 
 # -- erasure ---------------------------------------------------------------------------------

@@ -182,7 +182,7 @@ def test_mentor_declines_with_a_reason_that_goes_on_record(
     with app.unit() as tx:
         event = tx.session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc())).first()
         assert event is not None
-        assert (event.trigger, event.comment) == ("decline", "Mul pole praegu aega.")
+        assert (event.trigger, event.party_text) == ("decline", "Mul pole praegu aega.")
 
 
 def test_accepted_mentor_schedules_the_first_meeting_and_both_go_on_from_their_links(
@@ -555,7 +555,7 @@ def test_each_party_gives_feedback_once_from_the_link(
     refused = submit(client, page, "give_feedback", rating=9, comment="Väga hea")
     given = submit(client, page, "give_feedback", rating=5, comment="Väga hea")
 
-    assert refused.status_code == 422 and 'data-rule="rating"' in refused.text
+    assert refused.status_code == 422 and 'id="give_feedback-rating-error"' in refused.text
     assert "Väga hea</textarea>" in refused.text
     assert given.status_code == 303
     with app.unit() as tx:

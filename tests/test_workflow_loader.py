@@ -78,6 +78,9 @@ def test_machines_are_built_without_automatic_to_state_triggers(settings: Settin
 
 
 TEMPLATE_NAMES = sorted(p.stem for p in (TEMPLATES / "et").glob("[!_]*.txt"))
+# A confirmation goes to an address nobody has proven yet: greeting it by the name typed
+# would tell a stranger's name to whoever owns the address.
+UNPROVEN_ADDRESS_TEMPLATES = {"application_confirm", "request_confirm"}
 
 
 @pytest.mark.parametrize("language", ["et", "en"])
@@ -85,7 +88,8 @@ TEMPLATE_NAMES = sorted(p.stem for p in (TEMPLATES / "et").glob("[!_]*.txt"))
 def test_every_template_renders_in_both_languages(name: str, language: str) -> None:
     subject, body = render(environment(TEMPLATES, language), name, sample_context())
     assert subject and "\n" not in subject
-    assert sample_context()["recipient"]["name"] in body
+    named = sample_context()["recipient"]["name"] in body
+    assert named is (name not in UNPROVEN_ADDRESS_TEMPLATES)
 
 
 def test_both_languages_have_the_same_templates() -> None:

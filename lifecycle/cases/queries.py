@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy import case as when
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import defer, selectinload
 
 from lifecycle.store.models import (
     APPLICATION,
@@ -21,7 +21,6 @@ from lifecycle.store.models import (
     Case,
     MentorProfile,
     OutboxMessage,
-    Person,
     Relation,
     Timer,
 )
@@ -142,8 +141,12 @@ def _qualifications(tx: Tx, application: Application) -> list[dict[str, Any]]:
 
 
 def _timeline(tx: Tx, case: Case) -> list[dict[str, Any]]:
+    # The parties' own words are not even read here (SPEC §6a): touching them would raise.
     events = tx.session.scalars(
-        select(AuditEvent).where(AuditEvent.case_id == case.id).order_by(AuditEvent.id)
+        select(AuditEvent)
+        .options(defer(AuditEvent.party_text, raiseload=True))
+        .where(AuditEvent.case_id == case.id)
+        .order_by(AuditEvent.id)
     ).all()
     timers = tx.session.scalars(
         select(Timer).where(Timer.case_id == case.id).order_by(Timer.due_at)
@@ -151,9 +154,7 @@ def _timeline(tx: Tx, case: Case) -> list[dict[str, Any]]:
     messages = tx.session.scalars(
         select(OutboxMessage).where(OutboxMessage.case_id == case.id).order_by(OutboxMessage.id)
     ).all()
-    ids = {e.actor_id for e in events}
-    rows = tx.session.execute(select(Person.id, Person.name).where(Person.id.in_(ids)))
-    names = {person_id: name for person_id, name in rows}
+    # Each step with the name its actor had then, and never the parties' own words (party_text).
     entries: list[dict[str, Any]] = [
         {
             "at": _iso(event.at, tx),
@@ -161,9 +162,10 @@ def _timeline(tx: Tx, case: Case) -> list[dict[str, Any]]:
             "trigger": event.trigger,
             "from": event.from_state,
             "to": event.to_state,
-            "actor": names[event.actor_id] if event.actor_id else "system",
+            "actor": event.actor_name if event.actor_id else "system",
             "role": event.actor_role,
             "comment": event.comment,
+            "detail": event.detail,
         }
         for event in events
     ]

@@ -56,6 +56,8 @@ def cmd_case_advance(app: App, args: argparse.Namespace) -> dict[str, Any]:
         values = json.loads(args.data) if args.data else {}
     except json.JSONDecodeError as error:
         raise InvalidInput("--data", f"not valid JSON: {error}") from None
+    except RecursionError:  # no step's field is nested: the values are one level deep
+        raise InvalidInput("--data", "nested too deeply to be a step's fields") from None
     if not isinstance(values, dict):
         raise InvalidInput("--data", "must be a JSON object")
     with app.unit() as tx:

@@ -12,7 +12,17 @@ from typing import Any
 
 from lifecycle import bootstrap
 from lifecycle.bootstrap import App
-from lifecycle.cli import announcements, cases, deployment, mail, privacy, reports, schedule, web
+from lifecycle.cli import (
+    announcements,
+    cases,
+    deployment,
+    mail,
+    privacy,
+    reports,
+    schedule,
+    tokens,
+    web,
+)
 from lifecycle.config import ConfigError, load_settings
 from lifecycle.errors import Conflict, InvalidInput, MentorlusError, NotFound, Refused
 from lifecycle.store import db
@@ -31,6 +41,7 @@ def parser() -> argparse.ArgumentParser:
         schedule.register,
         announcements.register,
         web.register,
+        tokens.register,
         privacy.register,
         reports.register,
     ):

@@ -1,6 +1,6 @@
 """The web service from the operator's side: `serve` runs it, `user add` gives a coordinator or
-committee member their console login, `demo load` fills the database with fictional data to
-show it with."""
+committee member their console login and `user remove` takes it away, `demo load` fills the
+database with fictional data to show it with."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from lifecycle import logs
 from lifecycle.bootstrap import App
-from lifecycle.cases.accounts import add_user
+from lifecycle.cases.accounts import add_user, remove_user
 from lifecycle.cli.subcommands import Commands, add_command, add_group
 from lifecycle.demo import story as demo
 from lifecycle.store import db
@@ -37,6 +37,12 @@ def cmd_user_add(app: App, args: argparse.Namespace) -> dict[str, Any]:
         return {"email": person.email, "role": person.role}
 
 
+def cmd_user_remove(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    with app.unit() as tx:
+        person = remove_user(tx, email=args.email)
+        return {"email": person.email, "removed": True}
+
+
 def cmd_demo_load(app: App, args: argparse.Namespace) -> dict[str, Any]:
     db.migrate(app.engine)
     return demo.load(app.settings)
@@ -59,6 +65,13 @@ def register(commands: Commands) -> None:
         action="store_true",
         help="read the password from standard input instead of prompting",
     )
+    sub = add_command(
+        users,
+        "remove",
+        cmd_user_remove,
+        "take a staff member's role and password away and end their console sessions",
+    )
+    sub.add_argument("--email", required=True)
 
     demo_data = add_group(commands, "demo", "demo data")
     add_command(demo_data, "load", cmd_demo_load, "load fictional demo data into the database")

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from lifecycle.cases.services import email_address
 from lifecycle.directory.search import listed_mentors
 from lifecycle.errors import InvalidInput, NotFound, Refused
-from lifecycle.store.models import LANGUAGES, Announcement, Person, Subscriber
+from lifecycle.store.models import LANGUAGES, ActionToken, Announcement, Person, Subscriber
 from lifecycle.workflows import links, outbox
 from lifecycle.workflows.engine import Tx
 
@@ -27,6 +27,8 @@ def subscribe(tx: Tx, *, email: str, language: str) -> Subscriber:
         tx.session.add(subscriber)
     elif subscriber.confirmed_at is not None and subscriber.unsubscribed_at is None:
         return subscriber  # already subscribed: nothing to confirm
+    elif confirmation_waiting(tx, email=address):
+        return subscriber  # one confirmation link waits at a time: no second email
     subscriber.language, subscriber.confirmed_at, subscriber.unsubscribed_at = language, None, None
     tx.session.flush()
     token = links.issue(
@@ -50,6 +52,23 @@ def subscribe(tx: Tx, *, email: str, language: str) -> Subscriber:
         ),
     )
     return subscriber
+
+
+def confirmation_waiting(tx: Tx, *, email: str) -> bool:
+    """Whether a link to confirm a subscription waits at this address, unused and unexpired."""
+    waiting = (
+        select(ActionToken.id)
+        .join(Subscriber, ActionToken.subscriber_id == Subscriber.id)
+        .where(
+            Subscriber.email == email,
+            Subscriber.confirmed_at.is_(None),
+            ActionToken.action == "confirm_subscription",
+            ActionToken.used_at.is_(None),
+            ActionToken.expires_at > tx.now,
+        )
+        .limit(1)
+    )
+    return tx.session.scalar(waiting) is not None
 
 
 def confirm_subscription(tx: Tx, *, link: str) -> Subscriber:

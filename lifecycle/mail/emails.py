@@ -154,9 +154,9 @@ def context_for(session: Session, settings: Settings, message: OutboxMessage) ->
         assert token is not None
         # Bulk mail's one token is its unsubscribe link; other mail's is the action's.
         context["unsubscribe_link" if message.bulk else "link"] = links.url(token, settings)
-    if message.event_id:
-        event = session.get(AuditEvent, message.event_id)
-        context["comment"] = event.comment if event else ""
+    event = session.get(AuditEvent, message.event_id) if message.event_id else None
+    if event is not None:
+        context["comment"] = event.comment
     _bulk_context(session, settings, message, context)
     case = session.get(Case, message.case_id) if message.case_id else None
     if case is None:
@@ -167,6 +167,10 @@ def context_for(session: Session, settings: Settings, message: OutboxMessage) ->
         _application_context(session, settings, message, application, context)
     if relation is not None:
         _relation_context(session, settings, message, relation, context)
+        party = context["recipient"]["role"] in ("mentor", "mentee")
+        if event is not None and event.party_text and party:
+            # A party's own words reach the other party (and them), never anyone else.
+            context["comment"] = " — ".join(filter(None, (event.comment, event.party_text)))
     person = session.get(Person, message.to_person_id) if message.to_person_id else None
     if person is not None and person.role == "coordinator":
         # Coordinators act in the console, behind their login: their link needs no token.

@@ -12,9 +12,11 @@ import logging
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, or_, select
+from sqlalchemy import ColumnElement, delete, or_, select, update
 
+from lifecycle.cases.accounts import end_sessions
 from lifecycle.cases.services import email_address
+from lifecycle.cases.tokens import forget_tokens
 from lifecycle.errors import Refused
 from lifecycle.privacy.export import relations_of
 from lifecycle.privacy.retention import anonymise_relation, clear_comments
@@ -25,8 +27,10 @@ from lifecycle.store.models import (
     Case,
     LoginFailure,
     OutboxMessage,
+    PendingSubmission,
     Person,
     PrivacyEvent,
+    PublicMail,
     Relation,
     Subscriber,
 )
@@ -51,7 +55,10 @@ def erase_person(
     subscriber = tx.session.scalar(
         select(Subscriber).where(Subscriber.email == address).with_for_update()
     )
-    if person is None and subscriber is None:
+    held = list(
+        tx.session.scalars(select(PendingSubmission).where(PendingSubmission.email == address))
+    )
+    if person is None and subscriber is None and not held:
         # Never held, or erased before (the address is gone with the erasure).
         return {"email": address, "erased": False, "note": "nothing is held about this address"}
     actor = _coordinator(tx, actor_email) if actor_email else None
@@ -71,12 +78,17 @@ def erase_person(
         counts["subscriptions"] = 1
     if person is not None:
         pseudonym = (person.email, person.name)
-    else:
-        assert subscriber is not None
+    elif subscriber is not None:
         pseudonym = (subscriber.email, "")
-    counts["links_revoked"] = _revoke_links(tx, person, subscriber)
-    # The throttle's record of failed logins names the address.
+    else:  # only submissions that were never confirmed
+        pseudonym = (f"erased-submission@{PSEUDONYM_DOMAIN}", "")
+    if person is not None or subscriber is not None:
+        counts["links_revoked"] = _revoke_links(tx, person, subscriber)
+    if held:
+        counts["pending_submissions"] = _drop_held(tx, held)
+    # The throttle's record of failed logins names the address, as the mail limits' does.
     tx.session.execute(delete(LoginFailure).where(LoginFailure.key == f"email:{address}"))
+    tx.session.execute(delete(PublicMail).where(PublicMail.key == f"to:{address}"))
     counts["emails_cancelled"] = _forget_mail(tx, address, person, pseudonym)
     tx.session.add(
         PrivacyEvent(
@@ -132,6 +144,9 @@ def _erase(tx: Tx, person: Person, counts: Counter[str]) -> None:
     person.email = f"erased-{person.id}@{PSEUDONYM_DOMAIN}"
     person.organisation = person.region = ""
     person.role = person.password_hash = None
+    end_sessions(tx, person_id=person.id)
+    if tokens := forget_tokens(tx, person_id=person.id):
+        counts["api_tokens"] = tokens
     person.notify_rounds = False
     person.bulk_opt_out_at = person.bulk_opt_out_at or tx.now
     person.erased_at = tx.now
@@ -154,6 +169,10 @@ def _erase(tx: Tx, person: Person, counts: Counter[str]) -> None:
         anonymise_relation(tx, relation)
         counts["relations"] += 1
     clear_comments(tx, AuditEvent.actor_id == person.id)
+    # Their steps stay in the trail, under the pseudonym.
+    tx.session.execute(
+        update(AuditEvent).where(AuditEvent.actor_id == person.id).values(actor_name=person.name)
+    )
 
 
 def _forget_mail(tx: Tx, address: str, person: Person | None, pseudonym: tuple[str, str]) -> int:
@@ -175,6 +194,21 @@ def _forget_mail(tx: Tx, address: str, person: Person | None, pseudonym: tuple[s
             message.status, message.lease_until, message.claim_token = "cancelled", None, None
             cancelled += 1
     return cancelled
+
+
+def _drop_held(tx: Tx, held: list[PendingSubmission]) -> int:
+    """Delete the submissions held for the address and their confirmation links; returns how
+    many submissions."""
+    token_ids = [submission.token_id for submission in held]
+    for message in tx.session.scalars(
+        select(OutboxMessage).where(OutboxMessage.link_token_id.in_(token_ids))
+    ):
+        message.link_token_id = None
+    for submission in held:
+        tx.session.delete(submission)
+    tx.session.flush()
+    tx.session.execute(delete(ActionToken).where(ActionToken.id.in_(token_ids)))
+    return len(held)
 
 
 def _revoke_links(tx: Tx, person: Person | None, subscriber: Subscriber | None) -> int:

@@ -1,6 +1,7 @@
 """A person's export: everything held about a person or a subscriber with an address, as JSON
 data — their rows' own columns, what their cases went through, the mail to them and what each
-link was for. Never a password hash nor a link's token.
+link was for, their API tokens, the submissions waiting for the address's confirmation.
+Never a password hash, a link's token nor an API token's hash.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from lifecycle.errors import NotFound
 from lifecycle.store.models import (
     ActionToken,
     Announcement,
+    ApiToken,
     Application,
     AuditEvent,
     Case,
     CommitteeVote,
     Feedback,
     OutboxMessage,
+    PendingSubmission,
     Person,
     Relation,
     Subscriber,
@@ -44,16 +47,34 @@ def export_person(tx: Tx, *, email: str) -> dict[str, Any]:
     address = email_address({"email": email})
     person = tx.session.scalar(select(Person).where(Person.email == address))
     subscribers = list(tx.session.scalars(select(Subscriber).where(Subscriber.email == address)))
-    if person is None and not subscribers:
+    held = list(
+        tx.session.scalars(
+            select(PendingSubmission)
+            .where(PendingSubmission.email == address)
+            .order_by(PendingSubmission.id)
+        )
+    )
+    if person is None and not subscribers and not held:
         raise NotFound(f"nothing is held about {address}")
     reader: list[ColumnElement[bool]] = [OutboxMessage.to_email == address]
-    owner: list[ColumnElement[bool]] = [ActionToken.subscriber_id.in_([s.id for s in subscribers])]
+    owner: list[ColumnElement[bool]] = [
+        ActionToken.subscriber_id.in_([s.id for s in subscribers]),
+        ActionToken.id.in_([submission.token_id for submission in held]),
+    ]
     data: dict[str, Any] = {"email": address, "person": None}
     if person is not None:
         reader.append(OutboxMessage.to_person_id == person.id)
         owner.append(ActionToken.person_id == person.id)
         data.update(_person_data(tx, person))
+        data["api_tokens"] = [
+            _row(token, leave_out=("token_sha256",))
+            for token in tx.session.scalars(
+                select(ApiToken).where(ApiToken.person_id == person.id).order_by(ApiToken.id)
+            )
+        ]
     data["subscriptions"] = [_row(s) for s in subscribers]
+    # Requests and applications sent with the address and not (yet) confirmed by its owner.
+    data["pending_submissions"] = [_row(submission) for submission in held]
     # The messages' texts are not stored: each is rendered from these rows when it is sent.
     data["emails"] = [
         {**_row(m, leave_out=("claim_token", "lease_until")), "case": _ref(tx, m.case_id)}
@@ -169,8 +190,13 @@ def _relation_data(tx: Tx, relation: Relation, person: Person) -> dict[str, Any]
 
 
 def _events(tx: Tx, case_id: int, person: Person) -> list[dict[str, Any]]:
+    # Who else took a step is not the person's data: a committee member's name beside a vote,
+    # say. The parties' words (party_text) come only with a relation the person is a party to.
     return [
-        {**_row(e), "by_you": e.actor_id == person.id}
+        {
+            **_row(e, leave_out=() if e.actor_id == person.id else ("actor_name",)),
+            "by_you": e.actor_id == person.id,
+        }
         for e in tx.session.scalars(
             select(AuditEvent).where(AuditEvent.case_id == case_id).order_by(AuditEvent.id)
         )

@@ -1,6 +1,7 @@
 """The retention of ended relations: past the retention period (`[privacy] retention_days`) a
 relation's confidential texts are deleted, and its parties, states, dates and topic stay for
-the reports. Erasure anonymises a person's relations the same way.
+the reports. Erasure anonymises a person's relations the same way. Public submissions whose
+confirmation link expired unconfirmed are deleted in the same run.
 """
 
 from __future__ import annotations
@@ -8,8 +9,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
+from lifecycle.cases import pending
 from lifecycle.store.models import MENTORING, AuditEvent, Case, Feedback, PrivacyEvent, Relation
 from lifecycle.workflows.engine import Tx
 
@@ -30,13 +32,16 @@ def anonymise_relation(tx: Tx, relation: Relation) -> None:
 
 
 def clear_comments(tx: Tx, where: Any) -> None:
-    """Empty the comments of the audit events `where` picks: their steps and times stay."""
-    for event in tx.session.scalars(select(AuditEvent).where(where, AuditEvent.comment != "")):
-        event.comment = ""
+    """Empty the comments and the parties' words of the audit events `where` picks: their
+    steps, times and choices stay."""
+    typed = or_(AuditEvent.comment != "", AuditEvent.party_text != "")
+    for event in tx.session.scalars(select(AuditEvent).where(where, typed)):
+        event.comment = event.party_text = ""
 
 
 def run_retention(tx: Tx) -> int:
-    """Anonymise relations ended longer ago than the retention period; returns how many."""
+    """Anonymise relations ended longer ago than the retention period, and delete expired
+    public submissions; returns how many relations."""
     ended = [s.name for s in tx.workflows[MENTORING].states.values() if s.terminal]
     relations = tx.session.scalars(
         select(Relation)
@@ -62,4 +67,7 @@ def run_retention(tx: Tx) -> int:
         )
     if relations:
         log.info("retention: %s relations anonymised", len(relations))
+    # Submissions nobody confirmed in time hold an address and what was typed: not kept.
+    if dropped := pending.delete_expired(tx):
+        log.info("retention: %s expired submissions deleted", dropped)
     return len(relations)

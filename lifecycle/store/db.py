@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The execution option that marks a transaction as one that only reads.
 READ_ONLY = "mentorlus_read_only"
+# The execution option of a write that would rather not happen than wait for SQLite's lock.
+NO_WAIT = "mentorlus_no_wait"
 # What the database raises when it cannot serve at all (down, restarting, locked, full),
 # as opposed to refusing a statement; the transaction has been rolled back.
 UNAVAILABLE = (OperationalError, InterfaceError)
@@ -72,7 +74,13 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
-        if not connection.get_execution_options().get(READ_ONLY):
+        options = connection.get_execution_options()
+        if not options.get(READ_ONLY):
+            if options.get(NO_WAIT):
+                # One try for the lock; the connection's wait comes back when it is checked in.
+                waits = connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
+                connection.info[NO_WAIT] = waits
+                connection.exec_driver_sql("PRAGMA busy_timeout = 0")
             connection.exec_driver_sql("BEGIN IMMEDIATE")
             return
         # A reading transaction takes no lock (WAL gives it a snapshot): it never holds up a
@@ -85,6 +93,9 @@ def make_engine(url: str) -> Engine:
     def _writable_again(dbapi_connection: Any, record: Any) -> None:
         if record.info.pop(READ_ONLY, False):
             dbapi_connection.execute("PRAGMA query_only = OFF")
+        waits = record.info.pop(NO_WAIT, None)
+        if waits is not None:
+            dbapi_connection.execute(f"PRAGMA busy_timeout = {int(waits)}")
 
     return engine
 
@@ -94,14 +105,19 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def transaction(sessions: sessionmaker[Session], *, read_only: bool = False) -> Iterator[Session]:
+def transaction(
+    sessions: sessionmaker[Session], *, read_only: bool = False, wait: bool = True
+) -> Iterator[Session]:
     """One unit of work: commit when the block ends, roll back everything when it raises.
 
     read_only: for pages and reports that only read; writing in it fails.
+    wait=False: on SQLite, fail at once (OperationalError, "locked") instead of waiting while
+    another connection holds the write lock. PostgreSQL locks rows, not the database: there
+    a write waits only for another one on the same rows, as always.
     """
     with sessions() as session, session.begin():
-        if read_only:
-            session.connection(execution_options={READ_ONLY: True})
+        if read_only or not wait:
+            session.connection(execution_options={READ_ONLY: read_only, NO_WAIT: not wait})
         yield session
 
 

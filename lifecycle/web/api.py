@@ -1,27 +1,43 @@
-"""The JSON API under /api/v1: the directory (public), submissions, and cases (staff).
+"""The JSON API under /api/v1: the directory (public) and cases (staff); the public
+submissions are in api_public.
 
-Staff authenticate with HTTP Basic (their console email and password). Errors carry the
-same reasons as the pages: 404 unknown, 409 conflict, 422 with the refusing rule.
+Coordinators authenticate with a personal API token (`Authorization: Bearer`, made by
+`mentorlus token create`), or with HTTP Basic (their console email and password) — refused over
+plain http when the site is served over https. Errors carry the same reasons as the pages: 404
+unknown, 409 conflict, 422 with the refusing rule or the wrong field.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
-from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.security import (
+    HTTPAuthorizationCredentials,
+    HTTPBasic,
+    HTTPBasicCredentials,
+    HTTPBearer,
+)
 from pydantic import BaseModel, Field
 
-from lifecycle.cases import queries, services
+from lifecycle.cases import queries, services, tokens
 from lifecycle.directory.search import MAX_PAGE, Entry, Filters
 from lifecycle.errors import Conflict, InvalidInput, MentorlusError, NotFound, Refused
 from lifecycle.store.models import Person
 from lifecycle.web import auth
+from lifecycle.web.api_models import Advance
 from lifecycle.web.pages import core
 from lifecycle.web.public import directory_entries, mentor_entry
 
 router = APIRouter(prefix="/api/v1", tags=["v1"])
-BASIC = HTTPBasic(auto_error=False)
+BASIC = HTTPBasic(
+    auto_error=False,
+    description="a coordinator's console email and password; refused over plain http when "
+    "the site is served over https",
+)
+BEARER = HTTPBearer(
+    auto_error=False, description="a personal API token, made by `mentorlus token create`"
+)
 
 
 class Problem(BaseModel):
@@ -45,12 +61,16 @@ class Unprocessable(BaseModel):
     )
 
 
-SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
-    422: {"model": Unprocessable, "description": "a field is wrong, or a rule refused"},
-}
 STAFF_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": Problem, "description": "no or wrong coordinator credentials"},
-    403: {"model": Problem, "description": "not a coordinator"},
+    401: {
+        "model": Problem,
+        "description": "no or wrong coordinator credentials, or an unknown or revoked token",
+    },
+    403: {
+        "model": Problem,
+        "description": "not a coordinator, or a password sent over plain http to a site "
+        "served over https",
+    },
     429: {"model": Problem, "description": "too many failed logins from here or for this address"},
 }
 CASE_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -62,13 +82,6 @@ ADVANCE_ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"model": Problem, "description": "someone else changed the case (expected_version)"},
     422: {"model": Unprocessable, "description": "a rule refused the step, or a value is wrong"},
 }
-
-
-class Advance(BaseModel):
-    trigger: str
-    values: dict[str, Any] = {}
-    override_reason: str = ""
-    expected_version: int | None = None
 
 
 def _problem(error: MentorlusError) -> HTTPException:
@@ -105,15 +118,31 @@ def text_only(value: Any, field: str = "body") -> None:
 
 
 def coordinator(
-    request: Request, credentials: Annotated[HTTPBasicCredentials | None, Depends(BASIC)]
+    request: Request,
+    credentials: Annotated[HTTPBasicCredentials | None, Depends(BASIC)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
 ) -> Person:
+    # The same answer for no credentials, wrong ones, and an unknown or revoked token.
     unauthorised = HTTPException(
         status_code=401,
         detail="coordinator credentials needed",
-        headers={"WWW-Authenticate": "Basic"},
+        headers={"WWW-Authenticate": "Bearer, Basic"},
     )
+    if bearer is not None:
+        person = _token_holder(request, bearer.credentials)
+        if person is None:
+            raise unauthorised
+        return _only_coordinators(person)
     if credentials is None:
         raise unauthorised
+    if core(request).settings.base_url.startswith("https://") and request.url.scheme != "https":
+        # Refused before the password is looked at: a client answered over http would go on
+        # sending the password in the clear.
+        raise HTTPException(
+            status_code=403,
+            detail="a password is not taken over plain http: this site is served over https, "
+            "so call it at its https address",
+        )
     keys = auth.throttle_keys(request, credentials.username)
     try:
         person = auth.verify_login(core(request), keys, credentials.username, credentials.password)
@@ -125,6 +154,25 @@ def coordinator(
         ) from None
     if person is None:
         raise unauthorised
+    return _only_coordinators(person)
+
+
+def _token_holder(request: Request, token: str) -> Person | None:
+    """The staff member whose token this is; its use is written down at most once a minute,
+    so that reading the API does not take the write lock on every call."""
+    app = core(request)
+    with app.read() as tx:
+        found = tokens.holder(tx.session, token)
+        due = found is not None and tokens.use_is_due(found[0], tx.now)
+    if found is None:
+        return None
+    if due:
+        with app.unit() as tx:
+            tokens.record_use(tx, token_id=found[0].id)
+    return found[1]
+
+
+def _only_coordinators(person: Person) -> Person:
     if person.role != "coordinator":
         raise HTTPException(status_code=403, detail="only coordinators use the case API")
     return person
@@ -194,38 +242,6 @@ def mentor(request: Request, person_id: int) -> dict[str, Any]:
     if entry is None:
         raise HTTPException(status_code=404, detail="no such mentor in the directory")
     return _mentor(entry)
-
-
-@router.post(
-    "/applications",
-    status_code=201,
-    summary="Submit a mentor application",
-    responses=SUBMIT_ERRORS,
-)
-def submit_application(request: Request, data: Annotated[dict[str, Any], Body()]) -> dict[str, str]:
-    try:
-        text_only(data)
-        with core(request).unit() as tx:
-            case = services.submit_application(tx, data=data)
-            return {"id": case.ref, "state": case.state}
-    except MentorlusError as error:
-        raise _problem(error) from None
-
-
-@router.post(
-    "/requests",
-    status_code=201,
-    summary="Submit a mentoring request",
-    responses=SUBMIT_ERRORS,
-)
-def submit_request(request: Request, data: Annotated[dict[str, Any], Body()]) -> dict[str, str]:
-    try:
-        text_only(data)
-        with core(request).unit() as tx:
-            case = services.submit_request(tx, data=data)
-            return {"id": case.ref, "state": case.state}
-    except MentorlusError as error:
-        raise _problem(error) from None
 
 
 @router.get("/cases", summary="Cases (coordinators)", responses=STAFF_ERRORS)

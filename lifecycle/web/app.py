@@ -18,7 +18,10 @@ from lifecycle.bootstrap import App
 from lifecycle.store import db
 from lifecycle.web import (
     api,
+    api_public,
+    auth,
     committee,
+    confirm,
     console,
     console_admin,
     console_reports,
@@ -118,6 +121,7 @@ async def database_unavailable(request: Request, error: Exception) -> Response:
     if request.url.path.startswith("/api/"):
         detail = f"{db.unavailable_reason(error)}; nothing was changed, try again shortly"
         return JSONResponse({"detail": detail}, status_code=503, headers=headers)
+    auth.staff_unread(request)
     answer = page(request, "unavailable.html", status_code=503, cause=db.unavailable_cause(error))
     answer.headers.update(headers)
     return answer
@@ -135,7 +139,8 @@ def create(core_app: App) -> FastAPI:
         session_cookie="mentorlus",
         same_site="lax",
         https_only=core_app.settings.base_url.startswith("https://"),
-        max_age=8 * 3600,
+        # The staff session's own row decides when it ends; the cookie only must not end first.
+        max_age=int(core_app.settings.staff_session_max.total_seconds()),
     )
     web.add_middleware(InputGuard)
     # Added last, so it runs first: even a body refused by InputGuard carries the headers.
@@ -147,9 +152,11 @@ def create(core_app: App) -> FastAPI:
     web.include_router(public.router)
     web.include_router(link_pages.router)
     web.include_router(link_steps.router)
+    web.include_router(confirm.router)
     web.include_router(console.router)
     web.include_router(committee.router)
     web.include_router(console_admin.router)
     web.include_router(console_reports.router)
     web.include_router(api.router)
+    web.include_router(api_public.router)
     return web

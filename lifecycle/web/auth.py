@@ -1,7 +1,14 @@
-"""Staff logins, sessions, CSRF tokens, link grants and login throttling."""
+"""Staff logins, sessions, CSRF tokens, link grants and login throttling.
+
+The signed session cookie (Starlette's) carries the CSRF token, the language, the link grants
+and, for a staff member, only the random id of their session: who is logged in is read from the
+session's row on every request (lifecycle.cases.accounts), so that logging out, a new password
+or role and the removal of the login end the session at once.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
 from dataclasses import dataclass
@@ -12,7 +19,9 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from lifecycle.bootstrap import App
+from lifecycle.cases import accounts
 from lifecycle.cases.accounts import STAFF_ROLES, check_password, find_login
+from lifecycle.store import db
 from lifecycle.store.models import LoginFailure, Person
 
 # Failed logins are counted per account and client together, so that nobody can lock an
@@ -123,9 +132,62 @@ def check_csrf(request: Request, submitted: str | None) -> None:
         )
 
 
-def staff_id(request: Request) -> int | None:
-    value = request.session.get("staff_id")
-    return int(value) if value is not None else None
+# Where the signed cookie keeps the id of a staff member's session.
+STAFF_SESSION = "staff_session"
+
+
+def log_in(request: Request, person: Person) -> None:
+    """Start a session for this staff member in this browser; nothing of the old is kept."""
+    app: App = request.app.state.core
+    with app.unit() as tx:
+        session_id = accounts.start_session(tx, person_id=person.id)
+    request.session.clear()
+    request.session[STAFF_SESSION] = session_id
+    request.state.staff = person
+
+
+def log_out(request: Request) -> None:
+    """End every session of the staff member logged in here, and forget this browser's."""
+    session_id = request.session.get(STAFF_SESSION)
+    request.session.clear()
+    request.state.staff = None
+    if isinstance(session_id, str):
+        app: App = request.app.state.core
+        with app.unit() as tx:
+            accounts.log_out(tx, session_id=session_id)
+
+
+def staff_member(request: Request) -> Person | None:
+    """The staff member this browser is logged in as, from their session's row (read once a
+    request); None when nobody is, or their session has ended."""
+    if not hasattr(request.state, "staff"):
+        session_id = request.session.get(STAFF_SESSION)
+        app: App = request.app.state.core
+        request.state.staff = _live(app, session_id) if isinstance(session_id, str) else None
+    member: Person | None = request.state.staff
+    return member
+
+
+def _live(app: App, session_id: str) -> Person | None:
+    """Reading a page writes nothing but, once a minute, the session's latest request. That
+    write does not wait for SQLite's write lock: while another process holds it, the page is
+    answered all the same, and a request a little later writes it down."""
+    with app.read() as tx:
+        live = accounts.live_session(tx, session_id=session_id)
+        if live is None:
+            return None
+        session, member = live
+        seen_due = session.last_seen_at <= tx.now - accounts.SEEN_EVERY
+    if seen_due:
+        with contextlib.suppress(*db.UNAVAILABLE), app.unit(wait=False) as tx:
+            accounts.note_seen(tx, session_id=session_id)
+    return member
+
+
+def staff_unread(request: Request) -> None:
+    """The database cannot answer: pages show the staff member read before, or nobody."""
+    if not hasattr(request.state, "staff"):
+        request.state.staff = None
 
 
 def grant(

@@ -10,10 +10,11 @@ from sqlalchemy import select
 
 from lifecycle.cases import queries, services
 from lifecycle.errors import InvalidInput, NotFound, Refused
-from lifecycle.store.models import Application, CommitteeVote
+from lifecycle.store.models import APPLICATION, Application, CommitteeVote, Person
 from lifecycle.web import auth
 from lifecycle.web.console import staff
-from lifecycle.web.pages import core, page, redirect
+from lifecycle.web.pages import core, language, page, redirect, texts
+from lifecycle.workflows.engine import Tx, parse_ref
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -21,6 +22,13 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 @router.get("/committee", response_class=HTMLResponse)
 def committee(request: Request) -> HTMLResponse:
     member = staff(request, "committee", "coordinator")
+    return _interviews(request, member, flash=request.session.pop("flash", ""))
+
+
+def _interviews(
+    request: Request, member: Person, *, flash: str, status_code: int = 200
+) -> HTMLResponse:
+    """The member's interviews, with a message above them."""
     with core(request).read() as tx:
         seats = tx.session.scalars(
             select(CommitteeVote).where(CommitteeVote.member_id == member.id)
@@ -41,10 +49,27 @@ def committee(request: Request) -> HTMLResponse:
     return page(
         request,
         "committee.html",
+        status_code=status_code,
         interviews=interviews,
         zone=core(request).settings.time_zone,
-        flash=request.session.pop("flash", ""),
+        flash=flash,
     )
+
+
+def _on_panel(tx: Tx, *, ref: str, member_id: int) -> bool:
+    """Whether the member has a seat on the interview of the application case `ref`."""
+    try:
+        workflow, case_id = parse_ref(ref)
+    except NotFound:
+        return False
+    if workflow not in (APPLICATION, ""):
+        return False
+    seat = (
+        select(CommitteeVote.id)
+        .join(Application, CommitteeVote.application_id == Application.id)
+        .where(Application.case_id == case_id, CommitteeVote.member_id == member_id)
+    )
+    return tx.session.scalar(seat) is not None
 
 
 @router.post("/committee/{ref}/vote", response_class=HTMLResponse)
@@ -57,6 +82,13 @@ def vote(
 ) -> Response:
     member = staff(request, "committee")
     auth.check_csrf(request, csrf)
+    with core(request).read() as tx:
+        seated = _on_panel(tx, ref=ref, member_id=member.id)
+    if not seated:
+        # One answer for a case on another panel, any other case and no case at all: the step's
+        # refusal would tell a member the state and next steps of cases that are not theirs.
+        not_yours = texts()["committee"]["not_yours"][language(request)]
+        return _interviews(request, member, flash=not_yours, status_code=404)
     try:
         with core(request).unit() as tx:
             services.advance_case(

@@ -26,14 +26,11 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 
 def staff(request: Request, *roles: str) -> Person:
     """The logged-in staff member with one of these roles; otherwise off to the login page."""
-    person_id = auth.staff_id(request)
-    if person_id is not None:
-        with core(request).read() as tx:
-            person = tx.session.get(Person, person_id)
-        if person is not None and person.role in roles:
-            return person
-        if person is not None:
-            raise HTTPException(status_code=403, detail="this page is not for your role")
+    person = auth.staff_member(request)
+    if person is not None and person.role in roles:
+        return person
+    if person is not None:
+        raise HTTPException(status_code=403, detail="this page is not for your role")
     raise HTTPException(
         status_code=303, headers={"Location": f"/console/login?next={request.url.path}"}
     )
@@ -75,8 +72,7 @@ def login(
             values=values,
             errors={"form": "wrong email or password"},
         )
-    request.session.clear()  # a new session on login: nothing carried over
-    request.session.update(staff_id=person.id, staff_name=person.name, staff_role=person.role)
+    auth.log_in(request, person)
     target = next if next.startswith("/") and not next.startswith("//") else "/console"
     if person.role == "committee" and target.startswith("/console") and "committee" not in target:
         target = "/console/committee"
@@ -86,7 +82,7 @@ def login(
 @router.post("/logout")
 def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
     auth.check_csrf(request, csrf)
-    request.session.clear()
+    auth.log_out(request)
     return redirect("/")
 
 

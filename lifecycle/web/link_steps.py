@@ -3,7 +3,9 @@
 Following the link (lifecycle.web.links) granted this browser one action on the case; the page
 shows that party what the step needs — the concrete question, the agreement and its versions
 are shown to the two parties only (SPEC §6) — and advances the case as them. The first step
-taken spends the link (it works once); the browser that spent it may go on.
+taken spends the link (it works once); the browser that spent it may go on for a while. Every
+request checks the grant against the link's token: an expired or spent link answers 410 and
+offers a fresh one, a link gone with its person's erasure 404.
 """
 
 from __future__ import annotations
@@ -48,11 +50,37 @@ def _forbidden(request: Request) -> Response:
     return private(page(request, "link_problem.html", status_code=403, rule="not_granted"))
 
 
-@router.get("/act/{ref}/{action}", response_class=HTMLResponse)
-def act_page(request: Request, ref: str, action: str, done: str = "") -> Response:
+# Why a link no longer lets its browser act (lifecycle.workflows.links).
+LINK_RULES = ("link_invalid", "link_used", "link_expired")
+
+
+def _grant(request: Request, ref: str, action: str) -> tuple[int, str] | Response:
+    """The person and the link this browser was granted this case's action by, while the link
+    still holds; otherwise the page that says why not."""
     grant = auth.granted(request, ref, action)
     if grant is None or action not in ACTION_TRIGGERS:
         return _forbidden(request)
+    person_id, token_id = grant
+    try:
+        with core(request).read() as tx:
+            links.check_grant(
+                tx.session,
+                token_id,
+                person_id=person_id,
+                now=tx.now,
+                spent_here=auth.spent_here(request, token_id),
+                grace=tx.settings.link_grace,
+            )
+    except Refused as error:
+        return problem_page(request, _link_text(request, token_id), error.rule)
+    return grant
+
+
+@router.get("/act/{ref}/{action}", response_class=HTMLResponse)
+def act_page(request: Request, ref: str, action: str, done: str = "") -> Response:
+    grant = _grant(request, ref, action)
+    if isinstance(grant, Response):
+        return grant
     person_id, _ = grant
     notice = done if done in ACTION_TRIGGERS[action] else None
     return _act_page(request, ref, action, person_id, notice=notice)
@@ -63,9 +91,11 @@ async def act(request: Request, ref: str, action: str) -> Response:
     """Take one step as the person the link was sent to; refusals keep what was typed."""
     form = await request.form()
     auth.check_csrf(request, str(form.get("csrf", "")))
-    grant = auth.granted(request, ref, action)
+    grant = _grant(request, ref, action)
+    if isinstance(grant, Response):
+        return grant
     trigger = str(form.get("trigger", ""))
-    if grant is None or trigger not in ACTION_TRIGGERS.get(action, ()):
+    if trigger not in ACTION_TRIGGERS[action]:
         return _forbidden(request)
     person_id, token_id = grant
     typed = {
@@ -82,7 +112,13 @@ async def act(request: Request, ref: str, action: str) -> Response:
             person = tx.session.get(Person, person_id)
             assert person is not None
             spent_here = auth.spent_here(request, token_id)
-            links.spend(tx.session, token_id, now=tx.now, spent_here=spent_here)
+            links.spend(
+                tx.session,
+                token_id,
+                now=tx.now,
+                spent_here=spent_here,
+                grace=tx.settings.link_grace,
+            )
             services.advance_case(
                 tx,
                 ref=ref,
@@ -97,7 +133,7 @@ async def act(request: Request, ref: str, action: str) -> Response:
     except Conflict as error:
         return _act_page(request, ref, action, person_id, 409, conflict=str(error), **failed)
     except Refused as error:
-        if error.rule in ("link_used", "link_expired"):  # spent in another browser, or too late
+        if error.rule in LINK_RULES:  # spent in another browser, too late, or erased meanwhile
             return problem_page(request, _link_text(request, token_id), error.rule)
         refusal = {"reason": error.reason, "rule": error.rule}
         return _act_page(request, ref, action, person_id, 422, refusal=refusal, **failed)

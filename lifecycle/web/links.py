@@ -1,10 +1,11 @@
 """Pages behind email links: following one, subscription links, and a fresh link for a used one.
 
 Following a link grants this browser one action on one case (auth.grant), taken on its page in
-lifecycle.web.link_steps. Opening a link spends nothing, since mail scanners open links before
-their readers do; the first step taken spends it. Subscription links confirm with a button, or
-unsubscribe in one click (RFC 8058). A used or expired link says so and can send its owner a
-fresh one by email.
+lifecycle.web.link_steps, which checks the grant against the link's token on every request.
+Opening a link spends nothing, since mail scanners open links before their readers do; the
+first step taken spends it, and the browser that took it may go on for a while. Subscription
+links confirm with a button, or unsubscribe in one click (RFC 8058). A used or expired link
+says so and can send its owner a fresh one by email.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
+from lifecycle.cases.pending import KIND_OF_ACTION
 from lifecycle.errors import Refused
 from lifecycle.mail import bulk
 from lifecycle.store.models import ActionToken, Case, Person, Subscriber
-from lifecycle.web import auth
+from lifecycle.web import auth, limits
 from lifecycle.web.pages import core, page, redirect
 from lifecycle.workflows import links, outbox
 from lifecycle.workflows.engine import Tx
@@ -63,17 +65,17 @@ def follow(request: Request, text: str) -> Response:
             if token is None:
                 raise Refused("this link is not valid", rule="link_invalid")
             action, token_id = token.action, token.id
+            if action in KIND_OF_ACTION:  # a public submission's confirmation: its own page
+                return private(redirect(f"/l/{text}/confirm"))
             if token.used_at is not None and action in SUBSCRIPTION_DONE:
                 return _done(request, SUBSCRIPTION_DONE[action])
-            if token.used_at is not None and not auth.spent_here(request, token_id):
-                raise Refused("this link has already been used", rule="link_used")
-            if token.used_at is None and token.expires_at <= tx.now:
-                raise Refused("this link has expired", rule="link_expired")
+            spent_here = auth.spent_here(request, token_id)
+            links.check_open(token, now=tx.now, spent_here=spent_here, grace=tx.settings.link_grace)
             if action in SUBSCRIPTION_DONE:
                 return private(page(request, f"link_{action}.html", text=text))
             ref = _case_ref(tx, token)
             person = tx.session.get(Person, token.person_id) if token.person_id else None
-            if ref is None or person is None or action not in ACTION_TRIGGERS:
+            if ref is None or person is None or person.erased_at or action not in ACTION_TRIGGERS:
                 raise Refused("this link is not valid", rule="link_invalid")
             person_id, person_language = person.id, person.language
     except Refused as error:
@@ -119,19 +121,27 @@ def subscription_button(request: Request, text: str) -> Response:
 
 @router.post("/l/{text}/fresh", response_class=HTMLResponse)
 def send_fresh_link(request: Request, text: str, csrf: Annotated[str, Form()] = "") -> Response:
-    """Email the owner of a used or expired link a new one (once per old link)."""
+    """Email the owner of a used or expired link a new one (once per old link, and within the
+    limits on mail sent at a stranger's asking). A public submission's expired confirmation is
+    not renewed: its page offers to submit again."""
     auth.check_csrf(request, csrf)
-    with core(request).unit() as tx:
-        token = links.find(tx.session, tx.settings, text)
-        if token is None:
-            outcome = "invalid"
-        elif token.used_at is None and token.expires_at > tx.now:
-            outcome = "still_valid"
-        elif outbox.exists(tx.session, f"fresh_link:{token.id}"):
-            outcome = "fresh_already"
-        else:
-            _queue_fresh_link(tx, token)
-            outcome = "fresh_sent"
+    try:
+        with core(request).unit() as tx:
+            token = links.find(tx.session, tx.settings, text)
+            if token is None:
+                outcome = "invalid"
+            elif token.action in KIND_OF_ACTION or (
+                token.used_at is None and token.expires_at > tx.now
+            ):
+                outcome = "still_valid"
+            elif outbox.exists(tx.session, f"fresh_link:{token.id}"):
+                outcome = "fresh_already"
+            else:
+                address = _queue_fresh_link(tx, token)
+                limits.spend(tx.session, limits.keys(request, address), tx.now)
+                outcome = "fresh_sent"
+    except limits.Limited as limited:
+        return private(limits.answer(request, limited))
     if outcome == "invalid":
         return problem_page(request, text, "link_invalid")
     if outcome == "still_valid":
@@ -139,8 +149,9 @@ def send_fresh_link(request: Request, text: str, csrf: Annotated[str, Form()] = 
     return _done(request, outcome)
 
 
-def _queue_fresh_link(tx: Tx, old: ActionToken) -> None:
-    """A new token for the same reader, case and action, in an email to the reader."""
+def _queue_fresh_link(tx: Tx, old: ActionToken) -> str:
+    """A new token for the same reader, case and action, in an email to the reader; returns
+    the reader's address."""
     key = f"fresh_link:{old.id}"
     if old.person_id is not None:
         person = tx.session.get(Person, old.person_id)
@@ -155,7 +166,7 @@ def _queue_fresh_link(tx: Tx, old: ActionToken) -> None:
             case_id=old.case_id,
             link=old.action,
         )
-        return
+        return person.email
     subscriber = tx.session.get(Subscriber, old.subscriber_id)
     assert subscriber is not None
     token = links.issue(
@@ -180,6 +191,7 @@ def _queue_fresh_link(tx: Tx, old: ActionToken) -> None:
             token_id=token.id,
         ),
     )
+    return subscriber.email
 
 
 def problem_page(request: Request, text: str, rule: str) -> Response:

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from lifecycle.bootstrap import App
-from lifecycle.store.models import LANGUAGES, TOPIC_LABELS
+from lifecycle.store.models import LANGUAGES, REGION_LABELS, TOPIC_LABELS
 from lifecycle.web import auth
 
 HERE = Path(__file__).parent
@@ -41,6 +41,7 @@ def core(request: Request) -> App:
 def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     """Render a page in the reader's language with what every page needs."""
     lang = language(request)
+    staff = auth.staff_member(request)
 
     def t(key: str) -> str:
         section, _, item = key.partition(".")
@@ -53,8 +54,9 @@ def page(request: Request, name: str, status_code: int = 200, **context: Any) ->
             "lang": lang,
             "t": t,
             "topics": {name: labels[lang] for name, labels in TOPIC_LABELS.items()},
+            "region_names": {name: labels[lang] for name, labels in REGION_LABELS.items()},
             "csrf": auth.csrf_token(request),
-            "staff": request.session.get("staff_name"),
+            "staff": staff.name if staff is not None else None,
             **context,
         },
         status_code=status_code,

@@ -1,4 +1,9 @@
-"""Public pages: the mentor directory, a mentor's page, the request and application forms."""
+"""Public pages: the mentor directory, a mentor's page, the request and application forms.
+
+A request or an application sent here changes nobody's row: it waits for the owner of its
+address to confirm it (lifecycle.cases.pending, the page lifecycle.web.confirm), and the answer
+is the same whoever that is. The mail it sends is limited per address and client (`limits`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
-from lifecycle.cases import services
+from lifecycle.cases import pending
+from lifecycle.cases.pending import Held
+from lifecycle.cases.services import email_address
 from lifecycle.directory.search import (
     Entry,
     Filters,
@@ -22,11 +29,12 @@ from lifecycle.mail import bulk
 from lifecycle.store.models import (
     FORMATS,
     LANGUAGES,
-    Person,
+    REGIONS,
 )
-from lifecycle.web import auth, forms
+from lifecycle.web import auth, forms, limits
 from lifecycle.web.pages import core, language, page
 from lifecycle.workflows import rounds
+from lifecycle.workflows.engine import Tx
 
 router = APIRouter(include_in_schema=False)
 
@@ -123,6 +131,7 @@ def _request_form(
         values=values,
         errors=errors,
         entry=entry,
+        regions=REGIONS,
         **more,
     )
 
@@ -162,13 +171,9 @@ def submit_request(
     mentor_pk = _number(mentor_id)
     try:
         with app.unit() as tx:
-            mentor = tx.session.get(Person, mentor_pk) if mentor_pk else None
-            if mentor is None:
-                raise InvalidInput("mentor_id", "choose a mentor from the directory")
-            data = {**values, "mentor": mentor.email}
-            data.pop("mentor_id")
-            case = services.submit_request(tx, data=data)
-            ref = case.ref
+            held = _hold(request, tx, "request", values)
+    except limits.Limited as limited:
+        return limits.answer(request, limited)
     except InvalidInput as error:
         return _request_form(request, values, {error.field: error.message}, 422)
     except Refused as error:
@@ -183,7 +188,24 @@ def submit_request(
         return _request_form(
             request, values, {}, 409, refusal=error.reason, rule=error.rule, others=others
         )
-    return page(request, "done.html", heading="request.sent", text="request.sent_text", ref=ref)
+    return _held_page(request, "request", held)
+
+
+def _hold(request: Request, tx: Tx, kind: str, data: dict[str, Any]) -> Held:
+    """Hold a public submission for its address's owner to confirm; its confirmation email
+    counts against the limits."""
+    held = pending.hold(tx, kind=kind, data=data)
+    if held.sent:
+        limits.spend(tx.session, limits.keys(request, held.email), tx.now)
+    return held
+
+
+def _held_page(request: Request, section: str, held: Held) -> HTMLResponse:
+    """The same answer whoever owns the address: a link to confirm went there, or waits there."""
+    outcome = "confirm_sent" if held.sent else "confirm_waiting"
+    return page(
+        request, "done.html", heading=f"{section}.{outcome}", text=f"{section}.{outcome}_text"
+    )
 
 
 def _apply_form(
@@ -219,14 +241,16 @@ async def submit_application(request: Request) -> Response:
     data, rows = forms.application_data(values)
     try:
         with core(request).unit() as tx:
-            ref = services.submit_application(tx, data=data).ref
+            held = _hold(request, tx, "application", data)
+    except limits.Limited as limited:
+        return limits.answer(request, limited)
     except InvalidInput as error:
         return _apply_form(
             request, values, {forms.application_field(error.field, rows): error.message}, 422
         )
     except MentorlusError as error:
         return _apply_form(request, values, {"form": str(error)}, 409)
-    return page(request, "done.html", heading="apply.sent", text="apply.sent_text", ref=ref)
+    return _held_page(request, "apply", held)
 
 
 @router.post("/subscribe", response_class=HTMLResponse)
@@ -239,7 +263,15 @@ def subscribe(
     auth.check_csrf(request, csrf)
     try:
         with core(request).unit() as tx:
-            bulk.subscribe(tx, email=email, language=language_)
+            address = email_address({"email": email})
+            waiting = bulk.confirmation_waiting(tx, email=address)
+            subscriber = bulk.subscribe(tx, email=address, language=language_)
+            if not waiting and subscriber.confirmed_at is None:
+                limits.spend(tx.session, limits.keys(request, address), tx.now)
+    except limits.Limited as limited:
+        return limits.answer(request, limited)
     except InvalidInput as error:
         return _apply_form(request, {"subscribe_email": email}, {"subscribe": error.message}, 422)
-    return page(request, "done.html", heading="apply.subscribe", text="apply.subscribed", ref=None)
+    # An address already subscribed hears the same as one that is not.
+    text = "apply.subscribe_waiting" if waiting else "apply.subscribed"
+    return page(request, "done.html", heading="apply.subscribe", text=text)

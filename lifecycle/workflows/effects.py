@@ -21,7 +21,7 @@ from lifecycle.store.models import (
     Relation,
     Signature,
 )
-from lifecycle.workflows.guards import interview_held
+from lifecycle.workflows.guards import interview_held, votes_open
 from lifecycle.workflows.spec import Context, Effect
 
 
@@ -104,10 +104,16 @@ def record_vote(ctx: Context) -> None:
     seat = next((s for s in application.votes if ctx.actor and s.member_id == ctx.actor.id), None)
     if seat is None:
         raise Refused("only a member of this interview's committee can vote", rule="role")
+    # Effects run before the machine's guards: nothing is written for a refused vote.
+    refusal = votes_open(ctx)
+    if refusal:
+        raise Refused(refusal, rule="votes_open")
     if vote != "recuse":
         refusal = interview_held(ctx)
         if refusal:
             raise Refused(refusal, rule="interview_held")
+    # The seat holds the latest vote; the audit event keeps the one it replaces.
+    ctx.detail["previous"] = seat.vote
     rows.change(ctx.session, seat, vote=vote, notes=ctx.values.get("notes", ""), voted_at=ctx.now)
 
 
@@ -243,13 +249,10 @@ def record_feedback(ctx: Context) -> None:
     )
     if given is not None:
         raise Refused("you have already given feedback on this mentoring", rule="feedback_given")
-    rating = ctx.values["rating"]
-    if not 1 <= rating <= 5:
-        raise Refused("the rating is from 1 to 5", rule="rating")
     feedback = Feedback(
         relation_id=relation.id,
         person_id=ctx.actor.id,
-        rating=rating,
+        rating=ctx.values["rating"],  # from 1 to 5, as the workflow file declares it
         comment=ctx.values.get("comment", ""),
         given_at=ctx.now,
     )

@@ -103,11 +103,28 @@ def roles_on(subject: Application | Relation, actor: Person | None) -> frozenset
     return frozenset(roles)
 
 
-def _comment(ctx: Context) -> str:
-    parts = [str(ctx.values[key]) for key in ("reason", "message") if ctx.values.get(key)]
+PARTIES = frozenset({"mentor", "mentee"})
+
+
+def _texts(ctx: Context, role: str) -> tuple[str, str]:
+    """The step's (comment, party text). A mentor's or a mentee's own words are for the two
+    parties (SPEC §6a), so they never go into the comment, which the staff read."""
+    typed = [str(ctx.values[key]) for key in ("reason", "message") if ctx.values.get(key)]
+    if role in PARTIES:
+        return "", " — ".join(typed)
     if ctx.override_reason:
-        parts.append(f"override: {ctx.override_reason}")
-    return " — ".join(parts)
+        typed.append(f"override: {ctx.override_reason}")
+    return " — ".join(typed), ""
+
+
+def _detail(ctx: Context, spec: TransitionSpec) -> dict[str, Any] | None:
+    """What the step chose — its choice fields, and what its effect adds — or None."""
+    chosen = {
+        f.name: ctx.values[f.name]
+        for f in spec.fields
+        if f.type == "choice" and f.name in ctx.values
+    }
+    return {**chosen, **ctx.detail} or None
 
 
 @dataclass(frozen=True)
@@ -145,6 +162,8 @@ def _record(
     to_state = spec.dest or case.state
     moved = to_state != from_state
     connection = tx.session.connection()
+    role = _acting_role(ctx, spec)
+    comment, party_text = _texts(ctx, role)
     event = Step(
         id=connection.execute(
             _INSERT_EVENT,
@@ -152,11 +171,14 @@ def _record(
                 "case_id": case.id,
                 "at": tx.now,
                 "actor_id": ctx.actor.id if ctx.actor else None,
-                "actor_role": _acting_role(ctx, spec),
+                "actor_name": ctx.actor.name if ctx.actor else "",
+                "actor_role": role,
                 "trigger": spec.trigger,
                 "from_state": from_state,
                 "to_state": to_state,
-                "comment": _comment(ctx),
+                "comment": comment,
+                "party_text": party_text,
+                "detail": _detail(ctx, spec),
             },
         ).scalar_one(),
         trigger=spec.trigger,
@@ -222,18 +244,39 @@ def open_case(
         state_entered_at=tx.now,
     )
     ctx = Context(tx.session, tx.settings, tx.now, case, subject, actor, roles, values or {})
-    if not roles & set(start.roles):
-        raise Refused(f"'{start.trigger}' may be done by {', '.join(start.roles)}", rule="role")
-    with tx.session.no_autoflush:
-        for name in start.guards:
-            reason = workflow.registries.guards[name](ctx)
-            if reason:
-                raise Refused(reason, rule=name)
+    _refuse_start(ctx, workflow)
     rows.add(tx.session, case)
     subject.case_id = case.id
     rows.add(tx.session, subject)
     event = _record(tx, ctx, workflow, start, None)
     return case, event
+
+
+def check_start(
+    tx: Tx,
+    *,
+    workflow: Workflow,
+    subject: Application | Relation,
+    actor: Person,
+    roles: frozenset[str],
+    skip: frozenset[str] = frozenset(),
+) -> None:
+    """Refused as open_case would refuse this subject, but for the guards in `skip`; nothing
+    is written, and the subject and actor may be objects no session holds."""
+    case = Case(workflow=workflow.name, state="", version=1)
+    ctx = Context(tx.session, tx.settings, tx.now, case, subject, actor, roles, {})
+    _refuse_start(ctx, workflow, skip)
+
+
+def _refuse_start(ctx: Context, workflow: Workflow, skip: frozenset[str] = frozenset()) -> None:
+    start = workflow.start
+    if not ctx.roles & set(start.roles):
+        raise Refused(f"'{start.trigger}' may be done by {', '.join(start.roles)}", rule="role")
+    with ctx.session.no_autoflush:
+        for name in start.guards:
+            reason = None if name in skip else workflow.registries.guards[name](ctx)
+            if reason:
+                raise Refused(reason, rule=name)
 
 
 def advance(

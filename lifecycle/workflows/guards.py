@@ -116,6 +116,14 @@ def interview_held(ctx: Context) -> str | None:
     return None
 
 
+def votes_open(ctx: Context) -> str | None:
+    # The decision (approve or decline) moves the case out of the interview, and the votes it
+    # was taken on must stay as they were.
+    if ctx.case.state == "interview":
+        return None
+    return "the committee's decision has been taken: the votes are final"
+
+
 def _tally(ctx: Context) -> tuple[int, int, int]:
     votes = [seat.vote for seat in _application(ctx).votes]
     return votes.count("approve"), votes.count("decline"), votes.count(None)
@@ -244,6 +252,7 @@ GUARDS: dict[str, Guard] = {
         qualifications_met,
         interview_scheduled,
         interview_held,
+        votes_open,
         committee_majority_approves,
         committee_majority_declines,
         mentor_listed,

@@ -3,7 +3,9 @@
 The link carries a random token id and an HMAC over the token's row (id, person or
 subscriber, case, action, expiry), so a link cannot be forged or re-aimed. Using it marks
 the row, so it works once. Using means acting: opening a link spends nothing, because mail
-scanners open every link in a message before its reader does.
+scanners open every link in a message before its reader does. The browser that spent a case
+link may take its page's further steps for a while ([web] link_grace_minutes); what a browser
+was granted by a link is checked against the token's row on every request (`check_grant`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from lifecycle.config import Settings
 from lifecycle.errors import Refused
-from lifecycle.store.models import ActionToken
+from lifecycle.store.models import ActionToken, Person
 
 # A token id (urlsafe base64) and its hex signature.
 LINK_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,64}\.[0-9a-f]{1,64}")
@@ -94,20 +96,47 @@ def find(
     return token if token and hmac.compare_digest(signature.encode(), expected) else None
 
 
-def spend(session: Session, token_id: str, *, now: datetime, spent_here: bool) -> None:
+def check_open(token: ActionToken, *, now: datetime, spent_here: bool, grace: timedelta) -> None:
+    """Refused unless the link may still be acted on: not expired, and either unspent or
+    spent by this browser (spent_here) less than `grace` ago."""
+    if token.expires_at <= now:
+        raise Refused("this link has expired", rule="link_expired")
+    if token.used_at is not None and (not spent_here or token.used_at + grace <= now):
+        raise Refused("this link has already been used", rule="link_used")
+
+
+def check_grant(
+    session: Session,
+    token_id: str,
+    *,
+    person_id: int,
+    now: datetime,
+    spent_here: bool,
+    grace: timedelta,
+) -> None:
+    """Refused unless what a link granted a browser still holds: its token is still there
+    (erasure deletes a person's tokens), for this person, who was not erased, and open."""
+    token = session.get(ActionToken, token_id)
+    person = session.get(Person, person_id)
+    if token is None or token.person_id != person_id or person is None or person.erased_at:
+        raise Refused("this link is not valid", rule="link_invalid")
+    check_open(token, now=now, spent_here=spent_here, grace=grace)
+
+
+def spend(
+    session: Session, token_id: str, *, now: datetime, spent_here: bool, grace: timedelta
+) -> None:
     """Mark a case-action link used by the step about to be taken; Refused when it cannot be.
 
-    spent_here: this browser spent it before, and may go on taking the page's steps.
+    spent_here: this browser spent it before, and may go on taking the page's steps until
+    `grace` has passed since.
     """
     token = session.get(ActionToken, token_id, with_for_update=True)
     if token is None:
         raise Refused("this link is not valid", rule="link_invalid")
+    check_open(token, now=now, spent_here=spent_here, grace=grace)
     if token.used_at is None:
-        if token.expires_at <= now:
-            raise Refused("this link has expired", rule="link_expired")
         token.used_at = now
-    elif not spent_here:
-        raise Refused("this link has already been used", rule="link_used")
 
 
 def redeem(session: Session, settings: Settings, text: str, *, now: datetime) -> ActionToken:

@@ -16,19 +16,25 @@ from transitions import Machine
 
 from lifecycle.config import ConfigError, Settings, parse_duration
 from lifecycle.workflows.spec import (
-    FIELD_TYPES,
     LINK_ACTIONS,
     RECIPIENTS,
     ROLES,
     Context,
     Email,
-    FieldSpec,
     Registries,
     StateSpec,
     TimerSpec,
     TransitionSpec,
     Workflow,
     WorkflowError,
+)
+from lifecycle.workflows.stepdata import (
+    FIELD_TYPES,
+    INT_MAX,
+    MAX_ITEMS,
+    MAX_TEXT,
+    TYPE_KEYS,
+    FieldSpec,
 )
 
 
@@ -74,17 +80,49 @@ def _emails(raw: Any, where: str, templates_dir: Path) -> tuple[Email, ...]:
 def _fields(raw: Any, where: str) -> tuple[FieldSpec, ...]:
     specs = []
     for name, item in (raw or {}).items():
+        key = f"{where}.fields.{name}"
         kind = item.get("type")
         if kind not in FIELD_TYPES:
-            raise WorkflowError(f"{where}.fields.{name}.type: must be one of {FIELD_TYPES}")
+            raise WorkflowError(f"{key}.type: must be one of {FIELD_TYPES}")
+        takes = ("required", *TYPE_KEYS[kind])
+        extra = sorted(set(item) - {"type", *takes})
+        if extra:
+            raise WorkflowError(
+                f"{key}.{extra[0]}: a {kind} field declares no {extra[0]} (only {', '.join(takes)})"
+            )
         choices = tuple(item.get("choices", ()))
-        if kind == "choice" and not choices:
-            raise WorkflowError(f"{where}.fields.{name}.choices: a choice needs its choices")
-        max_length = item.get("max_length", FieldSpec.max_length)
-        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
-            raise WorkflowError(f"{where}.fields.{name}.max_length: must be a positive number")
-        specs.append(FieldSpec(name, kind, bool(item.get("required", True)), choices, max_length))
+        if kind == "choice" and not (choices and all(isinstance(c, str) for c in choices)):
+            raise WorkflowError(f"{key}.choices: a choice needs its choices, as texts")
+        minimum = _bound(item, "minimum", FieldSpec.minimum, key, lowest=-INT_MAX, highest=INT_MAX)
+        specs.append(
+            FieldSpec(
+                name,
+                kind,
+                bool(item.get("required", True)),
+                choices,
+                max_length=_bound(item, "max_length", FieldSpec.max_length, key, highest=MAX_TEXT),
+                minimum=minimum,
+                maximum=_bound(
+                    item, "maximum", FieldSpec.maximum, key, lowest=minimum, highest=INT_MAX
+                ),
+                max_items=_bound(item, "max_items", FieldSpec.max_items, key, highest=MAX_ITEMS),
+            )
+        )
     return tuple(specs)
+
+
+SIZES = ("max_length", "max_items")  # bounds of how much a field takes, not of its value
+
+
+def _bound(
+    item: dict[str, Any], name: str, default: int, key: str, *, lowest: int = 1, highest: int
+) -> int:
+    """A bound a field declares: a whole number every caller, and a column, can hold."""
+    value = item.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= highest:
+        least = "a positive number" if name in SIZES else f"a whole number from {lowest}"
+        raise WorkflowError(f"{key}.{name}: must be {least} up to {highest}")
+    return value
 
 
 def _transition(

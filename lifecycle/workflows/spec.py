@@ -3,32 +3,31 @@
 lifecycle/loader.py reads and validates the files. A workflow file declares its states
 (labels, the action a state waits for, the emails and timers entering it starts), how a
 case starts, and its transitions (trigger, sources, destination or none for a step that
-keeps the state, roles, named guards, an effect and the fields it needs). The machine
-decides legality and the next state; the database transaction around `fire` is the
-rollback, so callbacks hold no side effects.
+keeps the state, roles, named guards, an effect and the fields it needs, each with a type
+and bounds that `stepdata` holds every caller's data to). The machine decides legality and
+the next state; the database transaction around `fire` is the rollback, so callbacks hold
+no side effects.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from lifecycle.config import Settings
-from lifecycle.errors import InvalidInput, Refused
+from lifecycle.errors import Refused
 from lifecycle.store.models import Application, Case, Person, Relation
-
-# Control characters text may not hold; tabs and line breaks are text.
-CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+from lifecycle.workflows.stepdata import FieldSpec, parse_fields, read_field
 
 ROLES = ("coordinator", "committee", "applicant", "mentor", "mentee", "system")
 RECIPIENTS = ("applicant", "mentor", "mentee", "committee", "coordinators")
-FIELD_TYPES = ("text", "datetime", "date", "int", "bool", "choice", "email_list")
+# The written reason for overriding a rule is checked as any text a step takes.
+OVERRIDE_REASON = FieldSpec("override_reason", "text", required=False)
 # Where the link in an email leads: a page for one person and one case.
 LINK_ACTIONS = (
     "provide_info",
@@ -62,6 +61,8 @@ class Context:
     override_reason: str = ""
     # What an effect touched that the step's emails are about, e.g. {"meeting_id": 4}.
     refs: dict[str, Any] = field(default_factory=dict)
+    # What an effect adds to the audit event's detail, e.g. a changed vote's {"previous": ...}.
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -105,15 +106,6 @@ class StateSpec:
     terminal: bool
     emails: tuple[Email, ...]
     timers: tuple[TimerSpec, ...]
-
-
-@dataclass(frozen=True)
-class FieldSpec:
-    name: str
-    type: str
-    required: bool
-    choices: tuple[str, ...] = ()
-    max_length: int = 10_000  # text: the longest taken, in characters
 
 
 @dataclass(frozen=True)
@@ -163,7 +155,9 @@ class Workflow:
         state = ctx.case.state
         candidates = [t for t in self.transitions if t.trigger == trigger and state in t.sources]
         if not candidates:
-            possible = sorted({t.trigger for t in self.transitions_from(state)}) or ["none"]
+            # The steps this actor could take: another role's (a committee member's vote, which
+            # a decided application still takes only to refuse it) would mislead.
+            possible = sorted(t.trigger for t in self.triggers_for(state, ctx.roles)) or ["none"]
             raise Refused(
                 f"'{trigger}' is not possible in state '{state}' (possible: {', '.join(possible)})",
                 rule="state",
@@ -182,6 +176,8 @@ class Workflow:
                 rule="override",
             )
         ctx.values = parse_fields(spec.fields, ctx.values, ctx.settings)
+        if ctx.override_reason:
+            ctx.override_reason = read_field(OVERRIDE_REASON, ctx.override_reason, ctx.settings)
         if spec.effect:
             self.registries.effects[spec.effect](ctx)
         # The machine moves a stand-in: the engine writes the case's row itself and then
@@ -200,86 +196,6 @@ class Workflow:
                 if reason:
                     return name, reason
         return "guard", "a rule refused this step"
-
-
-def _plausible(moment: Any) -> Any:
-    # A year far out would overflow the reminders computed from it.
-    if not 1900 <= moment.year <= 2200:
-        raise ValueError("must be a date between the years 1900 and 2200")
-    return moment
-
-
-def parse_fields(
-    specs: tuple[FieldSpec, ...], raw: Mapping[str, Any], settings: Settings
-) -> dict[str, Any]:
-    """Check and convert the data a step needs; unknown keys are refused, not ignored."""
-    known = {spec.name for spec in specs}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        allowed = ", ".join(sorted(known)) or "none"
-        raise InvalidInput(unknown[0], f"this step takes no such field (it takes: {allowed})")
-    values: dict[str, Any] = {}
-    for spec in specs:
-        value = raw.get(spec.name)
-        if value is None or value == "" or value == []:
-            if spec.required:
-                raise InvalidInput(spec.name, "is required for this step")
-            continue
-        values[spec.name] = _convert(spec, value, settings)
-    return values
-
-
-def _convert(spec: FieldSpec, value: Any, settings: Settings) -> Any:
-    try:
-        if spec.type == "text":
-            if not isinstance(value, str):
-                raise ValueError("must be text")
-            text = value.strip()
-            if spec.required and not text:
-                raise ValueError("is required for this step")
-            if CONTROL_IN_TEXT.search(text):
-                raise ValueError("must be text without control characters")
-            if len(text) > spec.max_length:
-                raise ValueError(
-                    f"must be at most {spec.max_length} characters (it has {len(text)})"
-                )
-            return text
-        if spec.type == "int":
-            return int(value)
-        if spec.type == "bool":
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("true", "yes", "1", "on"):
-                return True
-            if str(value).lower() in ("false", "no", "0", "off"):
-                return False
-            raise ValueError("must be yes or no")
-        if spec.type == "date":
-            day = value if isinstance(value, date) else date.fromisoformat(str(value))
-            return _plausible(day)
-        if spec.type == "datetime":
-            moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-            if moment.tzinfo is None:  # a local time, as people type it
-                moment = moment.replace(tzinfo=settings.time_zone)
-            return _plausible(moment)
-        if spec.type == "choice":
-            if value not in spec.choices:
-                raise ValueError(f"must be one of {', '.join(spec.choices)}")
-            return value
-        if spec.type == "email_list":
-            items = value if isinstance(value, list) else str(value).split(",")
-            return [str(item).strip().lower() for item in items if str(item).strip()]
-    except ValueError as error:
-        message = str(error)
-        if spec.type in ("int", "date", "datetime") and "must" not in message:
-            examples = {
-                "int": "a whole number",
-                "date": "a date like 2026-03-01",
-                "datetime": "a date and time like 2026-03-01T14:00",
-            }
-            message = f"must be {examples[spec.type]}"
-        raise InvalidInput(spec.name, message) from None
-    raise AssertionError(spec.type)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""The people of the programme: staff, applicants, mentors with their profile and credentials,
-mentees; and the subscribers who are told of intake rounds without being people in it."""
+"""The people of the programme: staff with their personal API tokens, applicants, mentors with
+their profile and credentials, mentees; and the subscribers who are told of intake rounds
+without being people in it."""
 
 from __future__ import annotations
 
@@ -82,3 +83,20 @@ class Subscriber(Base):
     created_at: Mapped[datetime]
     confirmed_at: Mapped[datetime | None]
     unsubscribed_at: Mapped[datetime | None]
+
+
+class ApiToken(Base):
+    """A staff member's personal token for the JSON API (`mentorlus token create`): shown once,
+    kept only as its SHA-256 — the token is 32 random bytes, so a fast hash is as safe as a
+    slow one, and finds the row in one lookup. A revoked token stays, to show when it was."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))  # what it is for, e.g. "association website"
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)  # hex
+    created_at: Mapped[datetime]
+    # Written at most once a minute: an integration's calls should not each have to write.
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]

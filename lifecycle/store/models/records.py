@@ -1,13 +1,14 @@
 """What the programme's work leaves behind: the audit trail of every transition, its timers,
 the outbox of emails and the single-use links they carry, the coordinators' announcements, the
-record of erasures, and failed staff logins."""
+record of erasures, failed staff logins and the staff's sessions, the public submissions that
+wait for their address's owner to confirm them, and the mail sent at a stranger's asking."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from lifecycle.store.models.base import Base
@@ -20,12 +21,22 @@ class AuditEvent(Base):
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
     at: Mapped[datetime]
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))  # None: the system
+    # The actor's name when they acted ("" for the system): a later rename or a public form
+    # must not change who the trail says took an earlier step. Erasure puts the pseudonym here.
+    actor_name: Mapped[str] = mapped_column(String(200), server_default="")
     actor_role: Mapped[str] = mapped_column(String(20))
     trigger: Mapped[str] = mapped_column(String(40))
     from_state: Mapped[str | None] = mapped_column(String(40))
     to_state: Mapped[str] = mapped_column(String(40))
-    # A reason or message typed by the actor; never confidential mentoring content.
+    # A reason or message typed by the staff or an applicant, or why a rule was overridden:
+    # the staff read it.
     comment: Mapped[str] = mapped_column(Text, default="")
+    # A reason a mentor or mentee typed on a mentoring step. Confidential (SPEC §6a): only the
+    # emails to the two parties and their own exports carry it; erasure and retention empty it.
+    party_text: Mapped[str] = mapped_column(Text, server_default="")
+    # What the step chose, as its choice fields and effect record it, e.g. a close's
+    # {"outcome": "completed"} or a vote's {"vote": "approve", "previous": None}; None: nothing.
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class Timer(Base):
@@ -142,4 +153,56 @@ class LoginFailure(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(400), index=True)  # pair:…, email:… or client:…
+    at: Mapped[datetime]
+
+
+class StaffSession(Base):
+    """A staff member logged in to the console from one browser, whose cookie carries the
+    session's random id. The table holds only the id's SHA-256, so that a copy of the database
+    opens no session. Ending a session deletes its row (lifecycle/cases/accounts.py)."""
+
+    __tablename__ = "staff_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # hex SHA-256 of the cookie's id
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+    created_at: Mapped[datetime]
+    # Written at most once a minute: reading a page should not have to wait for a write.
+    last_seen_at: Mapped[datetime]
+    # created_at + [web] session_max_hours, however busy the session.
+    expires_at: Mapped[datetime]
+
+
+class PendingSubmission(Base):
+    """A request or an application sent from a public form or the public API, held until the
+    owner of its address confirms it through the link mailed there (lifecycle.cases.pending).
+    Nobody's row changes before that."""
+
+    __tablename__ = "pending_submissions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # request, application
+    email: Mapped[str] = mapped_column(String(320))
+    language: Mapped[str] = mapped_column(String(2))
+    # What was submitted, as the service takes it; emptied once confirmed (the case holds it).
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    token_id: Mapped[str] = mapped_column(ForeignKey("action_tokens.id"), unique=True)
+    confirmed_at: Mapped[datetime | None]
+    # True while it waits, NULL once confirmed: the unique constraint lets one wait per address
+    # and kind even when two web processes take a submission at once (NULLs never collide).
+    waiting: Mapped[bool | None] = mapped_column(Boolean)
+
+    __table_args__ = (UniqueConstraint("email", "kind", "waiting"),)
+
+
+class PublicMail(Base):
+    """An email sent because someone without a login asked for it (a confirmation link, a fresh
+    link), counted under the address it went to and under the client that asked
+    (lifecycle/web/limits.py), in the database so that every web process counts the same."""
+
+    __tablename__ = "public_mail"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(400), index=True)  # to:… or client:…
     at: Mapped[datetime]

@@ -33,7 +33,11 @@ DEGREE_LEVELS = ("none", "bachelor", "master", "doctorate")
 CREDENTIAL_KINDS = ("mentor", "coach", "supervisor")
 FORMATS = ("in_person", "online")
 LANGUAGES = ("et", "en")
-# Estonia's counties: where a mentor can meet (the application form offers these).
+# Where a person works and where a mentor can meet: Estonia's counties, all of Estonia, or
+# abroad — chosen from this list, never typed. A region is stored as its Estonian name, which a
+# county keeps in English too; the other two have an English label of their own.
+ALL_ESTONIA = "Kogu Eesti"
+ABROAD = "Välismaa"
 REGIONS = (
     "Harjumaa",
     "Hiiumaa",
@@ -50,4 +54,11 @@ REGIONS = (
     "Valgamaa",
     "Viljandimaa",
     "Võrumaa",
+    ALL_ESTONIA,
+    ABROAD,
 )
+REGION_LABELS = {
+    **{region: {"et": region, "en": region} for region in REGIONS},
+    ALL_ESTONIA: {"et": ALL_ESTONIA, "en": "All of Estonia"},
+    ABROAD: {"et": ABROAD, "en": "Abroad"},
+}
