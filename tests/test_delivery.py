@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 from icalendar import Calendar
 from markupsafe import escape
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from lifecycle import bootstrap
 from lifecycle.bootstrap import App
@@ -663,6 +663,27 @@ def test_a_reader_name_with_a_line_break_in_the_outbox_fails_the_message_instead
     failed = row(app, message_id)
     assert failed.status == "failed" and "cannot be rendered" in failed.last_error
     assert sink.received == []
+
+
+def test_a_database_failing_while_a_message_is_composed_leaves_it_to_be_sent_later(
+    app: App, clock: ManualClock, sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    message_id = submitted_application(app, MENTOR, MENTOR_NAME)
+    compose = mailer.compose
+
+    def database_gone(*args: Any, **kwargs: Any) -> bytes:
+        raise OperationalError("SELECT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(mailer, "compose", database_gone)
+    with pytest.raises(OperationalError):
+        deliver(app)
+    assert row(app, message_id).status == "sending"  # not failed: the message is sound
+
+    monkeypatch.setattr(mailer, "compose", compose)
+    clock.now += app.settings.delivery_lease + timedelta(seconds=1)
+    assert deliver(app) == 1
+    assert row(app, message_id).status == "sent"
+    assert len(sink.received) == 1
 
 
 def test_the_same_idempotency_key_cannot_be_queued_twice_and_the_transaction_rolls_back(

@@ -74,6 +74,8 @@ def render(app: App, claimed: Claim) -> Iterator[Rendered]:
                 for message in messages[first : first + COMPOSE_EVERY]:
                     try:
                         content = mailer.compose(session, app.settings, message)
+                    except db.UNAVAILABLE:
+                        raise  # the database, not the message: every row is due again later
                     except Exception as error:  # one broken message must not stop the others
                         log.exception("outbox %s cannot be rendered", message.id)
                         failed[message.id] = Outcome("failed", f"cannot be rendered: {error}")
