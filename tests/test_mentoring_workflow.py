@@ -597,6 +597,36 @@ def test_redrafting_the_agreement_clears_the_earlier_signatures(
     assert state_of(app, ref) == "agreement"
 
 
+def test_saving_an_unchanged_draft_again_is_refused_and_keeps_the_signature(
+    app: App, clock: ManualClock, mentor: str
+) -> None:
+    ref = relation_in(app, clock, "agreement")
+    draft(app, ref)
+    step(app, ref, "sign", MENTOR)
+    with app.unit() as tx:
+        events = len(tx.session.scalars(select(AuditEvent)).all())
+
+    refused = refusal(
+        app,
+        ref,
+        "draft_agreement",
+        MENTEE,
+        goal="Selge karjääriplaan",
+        starts_on=date(2026, 10, 1),
+        ends_on=date(2027, 4, 5),
+        meeting_rhythm="kord kuus",
+        fee="tasuta",
+        confidentiality=True,
+    )
+    assert refused.rule == "draft_unchanged"
+    with app.unit() as tx:
+        (agreement,) = agreements_of(tx, ref)
+        assert signers(agreement) == {"mentor"}
+        assert len(tx.session.scalars(select(AuditEvent)).all()) == events
+    step(app, ref, "sign", MENTEE)
+    assert state_of(app, ref) == "active"
+
+
 def test_signing_before_a_draft_is_refused(app: App, clock: ManualClock, mentor: str) -> None:
     ref = relation_in(app, clock, "agreement")
     refused = refusal(app, ref, "sign", MENTOR)

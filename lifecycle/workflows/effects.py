@@ -188,6 +188,9 @@ def draft_agreement(ctx: Context) -> None:
         draft = Agreement(relation_id=relation.id, version=1, **terms)
         rows.add(ctx.session, draft, to=(relation, "agreements"))
         return
+    if all(getattr(draft, name) == value for name, value in terms.items() if name != "drafted_at"):
+        # Saving it again would take away a signature given to these very terms.
+        raise Refused("the draft is unchanged: sign it as it is", rule="draft_unchanged")
     # A changed draft must be signed again by both.
     for signature in list(draft.signatures):
         rows.remove(ctx.session, signature, of=(draft, "signatures"))
