@@ -295,6 +295,19 @@ def test_a_mentor_page_shows_background_topics_fee_and_the_request_button(
     assert "/request?mentor=" not in full.text
 
 
+def test_languages_are_named_in_the_readers_language_never_by_code(
+    app: App, clock: ManualClock, site: FastAPI
+) -> None:
+    mentor_id = listed(app, clock, MENTOR, "Mari Mets", languages=["et", "en"])
+    paths = ["/?", f"/mentors/{mentor_id}?", f"/request?mentor={mentor_id}&"]
+    named = {"et": ("eesti keel", "inglise keel"), "en": ("Estonian", "English")}
+    for language, names in named.items():
+        for path in paths:
+            main = browser(site).get(f"{path}lang={language}").text.split("<main", 1)[1]
+            assert all(name in main for name in names), (language, path)
+            assert ">et<" not in main and ">en<" not in main and "et, en" not in main, path
+
+
 def test_a_mentor_page_is_not_found_for_anyone_who_is_not_listed(
     web: TestClient, directory: dict[str, int]
 ) -> None:
