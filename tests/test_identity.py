@@ -205,6 +205,7 @@ def test_a_request_from_a_new_address_reaches_the_mentor_only_once_confirmed(
 
     confirmed = confirm_by_email(web, app, STRANGER)
     assert confirmed.status_code == 200 and "Pöördumine on saadetud" in confirmed.text
+    assert f"Pöördumise number: {ref_in(confirmed, 'M')}" in confirmed.text
     assert mailed(app, MENTOR, ("request_received",)) == 1
     with app.read() as tx:
         person = tx.session.scalar(select(Person).where(Person.email == STRANGER))

@@ -96,5 +96,12 @@ def confirm(request: Request, text: str, csrf: Annotated[str, Form()] = "") -> R
         return _page(request, text, waiting, 422, refusal=error.message)
     section = SECTIONS[waiting.kind]
     return private(
-        page(request, "done.html", heading=f"{section}.sent", text=f"{section}.sent_text", ref=ref)
+        page(
+            request,
+            "done.html",
+            heading=f"{section}.sent",
+            text=f"{section}.sent_text",
+            ref=ref,
+            ref_label=f"{section}.ref",
+        )
     )
