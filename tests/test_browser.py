@@ -333,8 +333,10 @@ def test_mentee_and_mentor_carry_a_mentoring_from_the_directory_to_feedback_by_e
     shoot(mentee, "request-confirm")
     mentee.get_by_role("button", name="Kinnitan ja saadan mentorile").click()
     expect(mentee.locator("h1")).to_have_text("Pöördumine on saadetud")
-    ref = mentee.locator("p.meta").inner_text().strip()
-    assert re.fullmatch(r"M-\d+", ref), ref
+    number = mentee.locator("p.meta").inner_text().strip()
+    named = re.fullmatch(r"Pöördumise number: (M-\d+)", number)
+    assert named, number
+    ref = named.group(1)
     shoot(mentee, "request-sent")
 
     # The mentor answers from the email the sink received from the real worker.

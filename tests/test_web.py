@@ -249,6 +249,34 @@ def test_every_public_page_is_estonian_by_default_and_english_on_request(
         assert en_word in page.text
 
 
+def test_a_refused_or_unknown_address_is_a_page_in_the_readers_language_and_json_under_api(
+    app: App, clock: ManualClock, site: FastAPI
+) -> None:
+    listed(app, clock, MENTOR, "Mari Mets")
+    committee = browser(site)
+    assert login(committee, COMMITTEE[0]).status_code == 303
+    cases = [
+        (browser(site), "GET", "/mentors/99999", 404, "Lehte ei leitud", "Page not found", "/"),
+        (browser(site), "GET", "/no-such-page", 404, "Lehte ei leitud", "Page not found", "/"),
+        (browser(site), "POST", "/", 405, "Seda lehte ei saa nii avada", "cannot be opened", "/"),
+        (browser(site), "GET", "/mentors/abc", 422, "ei saa lugeda", "cannot be read", "/"),
+        (committee, "GET", "/console", 403, "ligipääsu ei ole", "do not have access", "/console"),
+    ]
+    for client, method, path, status, estonian, english, back in cases:
+        for language, words in (("et", estonian), ("en", english)):
+            client.get(f"/?lang={language}")
+            answer = client.request(method, path)
+            assert answer.status_code == status, path
+            assert answer.headers["content-type"].startswith("text/html"), path
+            assert f'<html lang="{language}">' in answer.text and words in answer.text, path
+            assert f'href="{back}"' in answer.text.split("<main", 1)[1], path
+            assert '"detail"' not in answer.text
+    assert "allow" in {name.lower() for name in browser(site).post("/").headers}
+
+    api = browser(site).get("/api/v1/no-such-thing")
+    assert api.status_code == 404 and api.json() == {"detail": "Not Found"}
+
+
 @web_layer_only
 def test_the_chosen_language_stays_for_the_next_pages(web: TestClient) -> None:
     web.get("/?lang=en")

@@ -7,10 +7,12 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -95,10 +97,46 @@ def _input_problem(scope: Scope, body: bytes) -> tuple[int, str] | None:
     return None
 
 
-async def invalid_request(request: Request, error: Exception) -> JSONResponse:
+# What a person is told for each refusal outside /api/; the detail is for the API's callers.
+ERROR_KINDS = {
+    400: "bad_request",
+    403: "forbidden",
+    404: "not_found",
+    405: "not_allowed",
+    422: "bad_request",
+}
+
+
+def error_page(request: Request, status: int, headers: dict[str, str] | None = None) -> Response:
+    """The refusal as a page in the reader's language, with a way back."""
+    answer = page(
+        request,
+        "error.html",
+        status_code=status,
+        status=status,
+        kind=ERROR_KINDS.get(status, "other"),
+        console=request.url.path.startswith(("/console", "/committee")),
+    )
+    answer.headers.update(headers or {})
+    return answer
+
+
+async def http_error(request: Request, error: Exception) -> Response:
+    """A page for people, FastAPI's JSON for the API and for redirects (which keep their
+    Location)."""
+    assert isinstance(error, HTTPException)
+    if request.url.path.startswith("/api/") or error.status_code < 400:
+        return await http_exception_handler(request, error)
+    return error_page(request, error.status_code, dict(error.headers or {}))
+
+
+async def invalid_request(request: Request, error: Exception) -> Response:
     """422 naming each field and the problem, without FastAPI's echo of the input: that may
-    be huge, or not even encodable as JSON (a lone surrogate, an infinite number)."""
+    be huge, or not even encodable as JSON (a lone surrogate, an infinite number). A page
+    outside /api/: the forms send what their fields hold, so this is a tampered or stale one."""
     assert isinstance(error, RequestValidationError)
+    if not request.url.path.startswith("/api/"):
+        return error_page(request, 422)
     detail = [
         {
             "loc": [
@@ -146,6 +184,7 @@ def create(core_app: App) -> FastAPI:
     # Added last, so it runs first: even a body refused by InputGuard carries the headers.
     web.add_middleware(SecurityHeaders, https=core_app.settings.base_url.startswith("https://"))
     web.add_exception_handler(RequestValidationError, invalid_request)
+    web.add_exception_handler(HTTPException, http_error)
     for unavailable in db.UNAVAILABLE:
         web.add_exception_handler(unavailable, database_unavailable)
     web.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
