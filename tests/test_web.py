@@ -31,6 +31,7 @@ from lifecycle.store.models import (
     Case,
     CommitteeVote,
     OutboxMessage,
+    PendingSubmission,
     Person,
 )
 from lifecycle.web.app import create
@@ -397,13 +398,37 @@ def test_a_request_with_a_bad_email_is_shown_again_with_the_error_by_the_field(
     field = page.text.split('<label for="email">', 1)[1].split('<div class="field', 1)[0]
     assert 'aria-invalid="true"' in field
     assert 'id="email-error"' in field
-    assert "is not an email address" in field
+    assert "Kirjuta e-posti aadress kujul" in field
     assert 'value="jaan-at-example"' in page.text
     assert 'value="Jaan Jõgi"' in page.text
     assert 'value="Pärnu Küla &amp; Co"' in page.text
     assert QUESTION in page.text
     with app.unit() as tx:
         assert tx.session.scalar(select(func.count()).select_from(Case)) == 1  # the listing
+
+
+def test_a_request_with_several_mistakes_shows_them_all_at_once_in_the_readers_language(
+    app: App, clock: ManualClock, site: FastAPI
+) -> None:
+    mentor_id = listed(app, clock, MENTOR, "Mari Mets")
+    mistakes = {"name": "", "email": "jaan-at-example", "question": "  ", "region": "Atlantis"}
+    expected = {
+        "et": ["Täida see väli.", "Kirjuta e-posti aadress", "Vali piirkond", "Täida see väli."],
+        "en": ["Fill in this field.", "Write an email address", "Choose a region", "Fill in"],
+    }
+    for language, words in expected.items():
+        client = browser(site)
+        client.get(f"/?lang={language}")
+        page = client.post("/request", data=request_form(client, mentor_id, **mistakes))
+        assert page.status_code == 422
+        errors = re.findall(r'<p class="error" id="([a-z_]+)-error">([^<]*)</p>', page.text)
+        # In the form's order, each beside its field, none in the service's English.
+        assert [field for field, _ in errors] == ["name", "email", "region", "question"]
+        assert all(said.startswith(word) for (_, said), word in zip(errors, words, strict=True))
+        assert 'value="jaan-at-example"' in page.text
+        assert 'value="Pärnu Sotsiaalkeskus"' in page.text
+    with app.read() as tx:
+        assert tx.session.scalar(select(func.count()).select_from(PendingSubmission)) == 0
 
 
 def test_a_request_to_a_mentor_of_the_same_organisation_is_refused_in_plain_words(
@@ -567,6 +592,23 @@ def test_an_application_can_declare_several_certificates_and_skips_empty_rows(
         assert sorted(e.kind for e in subject.evidence).count("credential") == 2
 
 
+def test_an_application_with_several_mistakes_shows_them_all_at_once(
+    app: App, clock: ManualClock, web: TestClient
+) -> None:
+    open_round(app, clock)
+    form = application_form(web, name="", background="", years_in_social_field="many")
+    form["topics"] = []
+    page = web.post("/apply", data=form)
+    assert page.status_code == 422
+    errors = dict(re.findall(r'<p class="error" id="([a-z_]+)-error">([^<]*)</p>', page.text))
+    assert errors == {
+        "name": "Täida see väli.",
+        "years_in_social_field": "Kirjuta täisarv.",
+        "topics": "Vali vähemalt üks.",
+        "background": "Täida see väli.",
+    }
+
+
 def test_an_application_with_a_missing_field_keeps_everything_typed(
     app: App, clock: ManualClock, web: TestClient
 ) -> None:
@@ -575,7 +617,7 @@ def test_an_application_with_a_missing_field_keeps_everything_typed(
     assert page.status_code == 422
     field = page.text.split('<label for="background">', 1)[1].split('<div class="field', 1)[0]
     assert 'id="background-error"' in field
-    assert "is required" in field
+    assert "Täida see väli." in field
     for typed in (
         'value="Anne Aas"',
         'value="anne.aas@example.org"',
@@ -619,7 +661,7 @@ def test_an_application_with_a_bad_certificate_year_marks_that_field(
     )
     assert page.status_code == 422
     field = page.text.split('<label for="credential_year_1">', 1)[1].split("</div>", 1)[0]
-    assert "must be at least 1950" in field
+    assert "Vähemalt 1950." in field
     assert 'value="1800"' in field
     assert 'value="2019"' in page.text and 'value="Mentorite Kool"' in page.text
     assert 'value="2030-01-01"' in page.text

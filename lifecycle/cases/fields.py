@@ -6,7 +6,7 @@ as the form and the API know it. The use cases in `services` read their input th
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Any
 
@@ -29,6 +29,20 @@ LINE_LIMIT = 200
 MULTILINE_LIMIT = 10_000
 
 
+def collect(readers: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
+    """Every field read, in the order given (the form's); one InvalidInput with every
+    problem found, so that a person fixes them all at once."""
+    values, found = {}, []
+    for name, read in readers.items():
+        try:
+            values[name] = read()
+        except InvalidInput as problem:
+            found.append(problem)
+    if found:
+        raise InvalidInput.all_of(found)
+    return values
+
+
 def text(
     data: Mapping[str, Any],
     key: str,
@@ -40,19 +54,24 @@ def text(
 ) -> str:
     value = data.get(key)
     if value is not None and not isinstance(value, str):
-        raise InvalidInput(key, "must be text")
+        raise InvalidInput(key, "must be text", rule="text")
     if value is None or value.strip() == "":
         if required:
-            raise InvalidInput(key, "is required")
+            raise InvalidInput(key, "is required", rule="required")
         return default
     typed = value.strip()
     if not multiline and CONTROL.search(typed):
-        raise InvalidInput(key, "must be one line without control characters")
+        raise InvalidInput(key, "must be one line without control characters", rule="one_line")
     if CONTROL_IN_TEXT.search(typed):
-        raise InvalidInput(key, "must be text without control characters")
+        raise InvalidInput(key, "must be text without control characters", rule="control")
     limit = limit or (MULTILINE_LIMIT if multiline else LINE_LIMIT)
     if len(typed) > limit:
-        raise InvalidInput(key, f"must be at most {limit} characters (it has {len(typed)})")
+        raise InvalidInput(
+            key,
+            f"must be at most {limit} characters (it has {len(typed)})",
+            rule="too_long",
+            params={"limit": limit, "length": len(typed)},
+        )
     return typed
 
 
@@ -60,7 +79,7 @@ def email_address(data: Mapping[str, Any], key: str = "email") -> str:
     """The address in data[key], lower-cased; InvalidInput naming the field otherwise."""
     address = text(data, key).lower()
     if not EMAIL.match(address) or CONTROL.search(address):
-        raise InvalidInput(key, f"'{address}' is not an email address")
+        raise InvalidInput(key, f"'{address}' is not an email address", rule="email")
     return address
 
 
@@ -70,42 +89,50 @@ def whole_number(
     value = data.get(key, default)
     # A float would be cut silently (2.7 → 2); a bool is an int to Python.
     if isinstance(value, bool | float) or not isinstance(value, int | str):
-        raise InvalidInput(key, "must be a whole number")
+        raise InvalidInput(key, "must be a whole number", rule="whole_number")
     try:
         number = int(value)
     except ValueError:
-        raise InvalidInput(key, "must be a whole number") from None
+        raise InvalidInput(key, "must be a whole number", rule="whole_number") from None
     if number < minimum:
-        raise InvalidInput(key, f"must be at least {minimum}")
+        raise InvalidInput(
+            key, f"must be at least {minimum}", rule="at_least", params={"limit": minimum}
+        )
     if number > maximum:
-        raise InvalidInput(key, f"must be at most {maximum}")
+        raise InvalidInput(
+            key, f"must be at most {maximum}", rule="at_most", params={"limit": maximum}
+        )
     return number
 
 
 def flag(data: Mapping[str, Any], key: str) -> bool:
     value = data.get(key, False)
     if not isinstance(value, bool):
-        raise InvalidInput(key, "must be true or false")
+        raise InvalidInput(key, "must be true or false", rule="yes_or_no")
     return value
 
 
 def choices(data: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> list[str]:
     value = data.get(key) or []
     if not isinstance(value, str | list):
-        raise InvalidInput(key, f"must be a list of {', '.join(allowed)}")
+        raise InvalidInput(key, f"must be a list of {', '.join(allowed)}", rule="choose_listed")
     items = [value] if isinstance(value, str) else value
     if not items:
-        raise InvalidInput(key, f"choose at least one of {', '.join(allowed)}")
+        raise InvalidInput(key, f"choose at least one of {', '.join(allowed)}", rule="choose_one")
     for item in items:
         if not isinstance(item, str) or item not in allowed:
-            raise InvalidInput(key, f"'{item}' is not one of {', '.join(allowed)}")
+            raise InvalidInput(
+                key, f"'{item}' is not one of {', '.join(allowed)}", rule="choose_listed"
+            )
     return list(dict.fromkeys(items))
 
 
 def choice(data: Mapping[str, Any], key: str, allowed: tuple[str, ...], default: str) -> str:
     value = data.get(key) or default
     if value not in allowed:
-        raise InvalidInput(key, f"'{value}' is not one of {', '.join(allowed)}")
+        raise InvalidInput(
+            key, f"'{value}' is not one of {', '.join(allowed)}", rule="choose_listed"
+        )
     return str(value)
 
 
@@ -113,7 +140,7 @@ def region(data: Mapping[str, Any], key: str) -> str:
     """A region from the list (REGIONS), or none; never a region of someone's own wording."""
     region = text(data, key, required=False)
     if region and region not in REGIONS:
-        raise InvalidInput(key, f"'{region}' is not a region on the list")
+        raise InvalidInput(key, f"'{region}' is not a region on the list", rule="region")
     return region
 
 
@@ -125,20 +152,24 @@ def declared_profile(
     level = choice(data, "degree_level", DEGREE_LEVELS, "none")
     regions = data.get("regions") or [works_in]
     if not isinstance(regions, list) or not all(isinstance(r, str) for r in regions):
-        raise InvalidInput("regions", "must be a list of regions")
-    declared = {
-        "degree_level": level,
-        "degree_field": text(data, "degree_field", required=level != "none"),
-        "degree_in_social_work": flag(data, "degree_in_social_work"),
-        "years_in_social_field": whole_number(data, "years_in_social_field", minimum=0, maximum=70),
-        "topics": choices(data, "topics", TOPICS),
-        "background": text(data, "background", multiline=True),
-        "regions": [region({"regions": item}, "regions") for item in regions if item],
-        "languages": choices(data, "languages", LANGUAGES),
-        "formats": choices(data, "formats", FORMATS),
-        "capacity": whole_number(data, "capacity", minimum=1, maximum=50, default=2),
-        "fee_note": text(data, "fee_note", required=False, multiline=True),
-    }
+        raise InvalidInput("regions", "must be a list of regions", rule="region")
+    declared = collect(
+        {
+            "degree_level": lambda: level,
+            "degree_field": lambda: text(data, "degree_field", required=level != "none"),
+            "degree_in_social_work": lambda: flag(data, "degree_in_social_work"),
+            "years_in_social_field": lambda: whole_number(
+                data, "years_in_social_field", minimum=0, maximum=70
+            ),
+            "topics": lambda: choices(data, "topics", TOPICS),
+            "background": lambda: text(data, "background", multiline=True),
+            "regions": lambda: [region({"regions": item}, "regions") for item in regions if item],
+            "languages": lambda: choices(data, "languages", LANGUAGES),
+            "formats": lambda: choices(data, "formats", FORMATS),
+            "capacity": lambda: whole_number(data, "capacity", minimum=1, maximum=50, default=2),
+            "fee_note": lambda: text(data, "fee_note", required=False, multiline=True),
+        }
+    )
     return declared, credentials(data)
 
 
@@ -165,13 +196,17 @@ def credentials(data: Mapping[str, Any]) -> list[Credential]:
         try:
             until = date.fromisoformat(valid_until) if valid_until else None
         except ValueError:
-            raise InvalidInput(f"{key}.valid_until", "must be a date like 2028-12-31") from None
+            raise InvalidInput(
+                f"{key}.valid_until", "must be a date like 2028-12-31", rule="date"
+            ) from None
         try:
             issuer, year = (
                 text(item, "issuer"),
                 whole_number(item, "year", minimum=1950, maximum=2100),
             )
         except InvalidInput as error:  # named as the form and the API know the field
-            raise InvalidInput(f"{key}.{error.field}", error.message) from None
+            raise InvalidInput(
+                f"{key}.{error.field}", error.message, rule=error.rule, params=error.params
+            ) from None
         credentials.append(Credential(kind=kind, issuer=issuer, year=year, valid_until=until))
     return credentials

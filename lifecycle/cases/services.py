@@ -6,7 +6,7 @@ Each runs inside the caller's transaction (a Tx) and never commits on its own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import Select, bindparam, select
@@ -23,6 +23,7 @@ from lifecycle.store.models import (
     APPLICATION,
     LANGUAGES,
     MENTORING,
+    REGIONS,
     TOPICS,
     Application,
     Case,
@@ -57,13 +58,33 @@ _PERSON_BY_EMAIL = select(Person).where(Person.email == bindparam("email"))
 _MENTOR_BY_EMAIL = _PERSON_BY_EMAIL.options(joinedload(Person.profile))
 
 
-def _typed_person(tx: Tx, data: Mapping[str, Any]) -> dict[str, Any]:
+def _person_fields(tx: Tx, data: Mapping[str, Any]) -> dict[str, Callable[[], Any]]:
+    """How each of a person's fields is read, in the forms' order."""
     return {
-        "name": fields.text(data, "name"),
-        "language": fields.choice(data, "language", LANGUAGES, tx.settings.language),
-        "organisation": fields.text(data, "organisation", required=False),
-        "region": fields.region(data, "region"),
+        "name": lambda: fields.text(data, "name"),
+        "email": lambda: email_address(data),
+        "organisation": lambda: fields.text(data, "organisation", required=False),
+        "region": lambda: fields.region(data, "region"),
+        "language": lambda: fields.choice(data, "language", LANGUAGES, tx.settings.language),
     }
+
+
+def _request_fields(data: Mapping[str, Any]) -> dict[str, Callable[[], Any]]:
+    """How the fields a request adds to the person's are read, in the form's order."""
+    return {
+        "topic": lambda: fields.choice(data, "topic", TOPICS, ""),
+        "question": lambda: fields.text(data, "question", multiline=True),
+        "mentee_is_manager": lambda: fields.flag(data, "is_manager"),
+    }
+
+
+def _check_request_fields(tx: Tx, data: Mapping[str, Any]) -> None:
+    """Every field of a request, refused all at once."""
+    person = _person_fields(tx, data)
+    language = person.pop("language")
+    fields.collect({**person, **_request_fields(data), "language": language})
+
+
 
 
 def upsert_person(tx: Tx, data: Mapping[str, Any], *, keep_stored: bool = False) -> Person:
@@ -72,8 +93,8 @@ def upsert_person(tx: Tx, data: Mapping[str, Any], *, keep_stored: bool = False)
     keep_stored: a known person's stored details stay as they are (what the address's owner
     confirmed is the submission, not a rewrite of who they are).
     """
-    email = email_address(data)
-    typed = _typed_person(tx, data)
+    typed = fields.collect(_person_fields(tx, data))
+    email = typed.pop("email")
     person = tx.session.scalar(_PERSON_BY_EMAIL, {"email": email})
     if person is None:
         return rows.add(tx.session, Person(email=email, created_at=tx.now, role=None, **typed))
@@ -191,6 +212,7 @@ def submit_request(
 
     keep_stored: as for submit_application, a known mentee's details stay as stored.
     """
+    _check_request_fields(tx, data)
     mentor = _chosen_mentor(tx, data)
     mentee = upsert_person(tx, data, keep_stored=keep_stored)
     actor = person_by_email(tx, actor_email) if actor_email else mentee
@@ -211,9 +233,7 @@ def _relation(tx: Tx, data: Mapping[str, Any], *, mentor: Person, mentee: Person
         mentee_id=mentee.id,
         mentor=mentor,
         mentee=mentee,
-        topic=fields.choice(data, "topic", TOPICS, ""),
-        question=fields.text(data, "question", multiline=True),
-        mentee_is_manager=fields.flag(data, "is_manager"),
+        **fields.collect(_request_fields(data)),
         # As typed for this request: the horizontal rule is checked against it.
         mentee_organisation=fields.text(data, "organisation", required=False)
         or mentee.organisation,
@@ -238,7 +258,7 @@ def _chosen_mentor(tx: Tx, data: Mapping[str, Any]) -> Person:
     or by the mentor's address (operators, coordinators)."""
     if "mentor_id" not in data:
         return person_by_email(tx, email_address(data, "mentor"), query=_MENTOR_BY_EMAIL)
-    unknown = InvalidInput("mentor_id", "choose a mentor from the directory")
+    unknown = InvalidInput("mentor_id", "choose a mentor from the directory", rule="mentor")
     try:
         mentor_id = fields.whole_number(data, "mentor_id", minimum=1, maximum=999_999_999)
     except InvalidInput:
@@ -253,8 +273,9 @@ def _chosen_mentor(tx: Tx, data: Mapping[str, Any]) -> Person:
 def check_request(tx: Tx, *, data: Mapping[str, Any]) -> None:
     """What submit_request would refuse whoever owns the address: the fields, the mentor chosen
     and the mentor's rules. OWNER_GUARDS wait for the owner's confirmation. Writes nothing."""
+    _check_request_fields(tx, data)
     mentor = _chosen_mentor(tx, data)
-    mentee = Person(email=email_address(data), **_typed_person(tx, data))
+    mentee = Person(**fields.collect(_person_fields(tx, data)))
     engine.check_start(
         tx,
         workflow=tx.workflows[MENTORING],
@@ -268,11 +289,19 @@ def check_request(tx: Tx, *, data: Mapping[str, Any]) -> None:
 def check_application(tx: Tx, *, data: Mapping[str, Any]) -> None:
     """What submit_application would refuse whoever owns the address: the fields and the intake
     round. An application already under way is the owner's to hear of, on confirming."""
-    applicant = Person(email=email_address(data), **_typed_person(tx, data))
-    if "notify_rounds" in data:
-        fields.flag(data, "notify_rounds")
-    fields.declared_profile(data, works_in=applicant.region)
-    fields.documents(data)
+    region = data.get("region")
+    # Where the applicant works is the regions' default; a region off the list is refused
+    # with the person's fields, not again here.
+    works_in = region if region in REGIONS else ""
+    checked = fields.collect(
+        {
+            "person": lambda: fields.collect(_person_fields(tx, data)),
+            "notify_rounds": lambda: fields.flag(data, "notify_rounds"),
+            "profile": lambda: fields.declared_profile(data, works_in=works_in),
+            "documents": lambda: fields.documents(data),
+        }
+    )
+    applicant = Person(**checked["person"])
     engine.check_start(
         tx,
         workflow=tx.workflows[APPLICATION],

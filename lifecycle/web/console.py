@@ -19,7 +19,7 @@ from lifecycle.errors import Conflict, InvalidInput, NotFound, Refused
 from lifecycle.store.models import Person
 from lifecycle.web import auth, forms
 from lifecycle.web.diagram import svg
-from lifecycle.web.pages import core, language, page, redirect
+from lifecycle.web.pages import core, field_errors, language, page, redirect
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -229,7 +229,9 @@ async def application_submit(request: Request) -> Response:
         with core(request).unit() as tx:
             ref = services.submit_application(tx, data=data, actor_email=coordinator.email).ref
     except InvalidInput as error:
-        return again(422, {forms.application_field(error.field, rows): error.message})
+        return again(
+            422, field_errors(request, error, lambda field: forms.application_field(field, rows))
+        )
     except Refused as error:
         return again(409, {"form": str(error)})
     return redirect(f"/console/cases/{ref}")

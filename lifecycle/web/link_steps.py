@@ -30,7 +30,7 @@ from lifecycle.store.models import (
 )
 from lifecycle.web import auth
 from lifecycle.web.links import ACTION_TRIGGERS, private, problem_page
-from lifecycle.web.pages import core, language, page, redirect
+from lifecycle.web.pages import core, field_errors, language, page, redirect
 from lifecycle.workflows import links
 from lifecycle.workflows.engine import Tx, load_case, roles_on
 
@@ -138,7 +138,7 @@ async def act(request: Request, ref: str, action: str) -> Response:
         refusal = {"reason": error.reason, "rule": error.rule}
         return _act_page(request, ref, action, person_id, 422, refusal=refusal, **failed)
     except InvalidInput as error:
-        errors = {error.field: error.message}
+        errors = field_errors(request, error)
         return _act_page(request, ref, action, person_id, 422, errors=errors, **failed)
     if not spent_here:
         auth.mark_spent(request, token_id)

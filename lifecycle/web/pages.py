@@ -5,15 +5,18 @@ assembles them."""
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from babel.numbers import format_decimal
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from lifecycle.bootstrap import App
+from lifecycle.errors import InvalidInput
 from lifecycle.store.models import LANGUAGES, REGION_LABELS, TOPIC_LABELS
 from lifecycle.web import auth
 
@@ -61,6 +64,25 @@ def page(request: Request, name: str, status_code: int = 200, **context: Any) ->
         },
         status_code=status_code,
     )
+
+
+def field_errors(
+    request: Request, error: InvalidInput, name: Callable[[str], str] = str
+) -> dict[str, str]:
+    """Each refused field's message in the reader's language, by the form field `name` gives
+    for it; the first problem of a field is the one shown beside it."""
+    lang = language(request)
+    said = texts()["invalid"]
+    shown: dict[str, str] = {}
+    for problem in error.problems:
+        wording = said.get(problem.rule, said["invalid"])[lang]
+        # Grouped from five digits: a year (1950) reads as it is written.
+        numbers = {
+            key: format_decimal(value, locale=lang, group_separator=abs(value) >= 10_000)
+            for key, value in problem.params.items()
+        }
+        shown.setdefault(name(problem.field), wording.format(**numbers))
+    return shown
 
 
 def redirect(url: str) -> RedirectResponse:

@@ -32,7 +32,7 @@ from lifecycle.store.models import (
     REGIONS,
 )
 from lifecycle.web import auth, forms, limits
-from lifecycle.web.pages import core, language, page
+from lifecycle.web.pages import core, field_errors, language, page
 from lifecycle.workflows import rounds
 from lifecycle.workflows.engine import Tx
 
@@ -175,7 +175,7 @@ def submit_request(
     except limits.Limited as limited:
         return limits.answer(request, limited)
     except InvalidInput as error:
-        return _request_form(request, values, {error.field: error.message}, 422)
+        return _request_form(request, values, field_errors(request, error), 422)
     except Refused as error:
         with app.read() as tx:
             others = suitable_mentors(
@@ -245,9 +245,8 @@ async def submit_application(request: Request) -> Response:
     except limits.Limited as limited:
         return limits.answer(request, limited)
     except InvalidInput as error:
-        return _apply_form(
-            request, values, {forms.application_field(error.field, rows): error.message}, 422
-        )
+        named = field_errors(request, error, lambda field: forms.application_field(field, rows))
+        return _apply_form(request, values, named, 422)
     except MentorlusError as error:
         return _apply_form(request, values, {"form": str(error)}, 409)
     return _held_page(request, "apply", held)
@@ -271,7 +270,8 @@ def subscribe(
     except limits.Limited as limited:
         return limits.answer(request, limited)
     except InvalidInput as error:
-        return _apply_form(request, {"subscribe_email": email}, {"subscribe": error.message}, 422)
+        said = field_errors(request, error, lambda _: "subscribe")
+        return _apply_form(request, {"subscribe_email": email}, said, 422)
     # An address already subscribed hears the same as one that is not.
     text = "apply.subscribe_waiting" if waiting else "apply.subscribed"
     return page(request, "done.html", heading="apply.subscribe", text=text)

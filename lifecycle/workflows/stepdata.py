@@ -65,6 +65,15 @@ TYPE_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+class Unreadable(ValueError):
+    """A value a field cannot take: the rule (for the reader's language) and its numbers."""
+
+    def __init__(self, message: str, rule: str, **params: int) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.params = params
+
+
 def parse_fields(
     specs: tuple[FieldSpec, ...], raw: Mapping[str, Any], settings: Settings
 ) -> dict[str, Any]:
@@ -81,7 +90,7 @@ def parse_fields(
         value = raw.get(spec.name)
         if value is None or value == "" or value == []:
             if spec.required:
-                raise InvalidInput(spec.name, "is required for this step")
+                raise InvalidInput(spec.name, "is required for this step", rule="required")
             continue
         values[spec.name] = read_field(spec, value, settings)
     return values
@@ -91,8 +100,8 @@ def read_field(spec: FieldSpec, value: Any, settings: Settings) -> Any:
     """The value a step works with, or InvalidInput naming the field and what it takes."""
     try:
         return READERS[spec.type](spec, value, settings)
-    except ValueError as error:
-        raise InvalidInput(spec.name, str(error)) from None
+    except Unreadable as error:
+        raise InvalidInput(spec.name, str(error), rule=error.rule, params=error.params) from None
 
 
 def _shown(name: Any) -> str:
@@ -103,41 +112,48 @@ def _shown(name: Any) -> str:
 
 def _text(spec: FieldSpec, value: Any, settings: Settings) -> str:
     if not isinstance(value, str):
-        raise ValueError("must be text")
+        raise Unreadable("must be text", "text")
     text = value.strip()
     if spec.required and not text:
-        raise ValueError("is required for this step")
+        raise Unreadable("is required for this step", "required")
     _plain_text(text)
     if len(text) > spec.max_length:
-        raise ValueError(f"must be at most {spec.max_length} characters (it has {len(text)})")
+        raise Unreadable(
+            f"must be at most {spec.max_length} characters (it has {len(text)})",
+            "too_long",
+            limit=spec.max_length,
+            length=len(text),
+        )
     return text
 
 
 def _plain_text(text: str) -> None:
     if CONTROL_IN_TEXT.search(text):
-        raise ValueError("must be text without control characters")
+        raise Unreadable("must be text without control characters", "control")
     try:
         text.encode()
     except UnicodeEncodeError:  # a lone surrogate, as JSON or a command line can spell it
-        raise ValueError("is not valid Unicode text (a lone surrogate)") from None
+        raise Unreadable("is not valid Unicode text (a lone surrogate)", "control") from None
 
 
 def _int(spec: FieldSpec, value: Any, settings: Settings) -> int:
     if isinstance(value, str) and WHOLE_NUMBER.fullmatch(value.strip()):
         digits = value.strip()
         if len(digits) > 20:  # beyond any bound; int() of thousands of digits is slow
-            raise ValueError(_out_of_bounds(spec, negative=digits.startswith("-")))
+            raise _out_of_bounds(spec, negative=digits.startswith("-"))
         value = int(digits)
     # A bool is an int to Python, and a float would be cut silently (4.5 → 4).
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError("must be a whole number")
+        raise Unreadable("must be a whole number", "whole_number")
     if not spec.minimum <= value <= spec.maximum:
-        raise ValueError(_out_of_bounds(spec, negative=value < spec.minimum))
+        raise _out_of_bounds(spec, negative=value < spec.minimum)
     return value
 
 
-def _out_of_bounds(spec: FieldSpec, *, negative: bool) -> str:
-    return f"must be at least {spec.minimum}" if negative else f"must be at most {spec.maximum}"
+def _out_of_bounds(spec: FieldSpec, *, negative: bool) -> Unreadable:
+    if negative:
+        return Unreadable(f"must be at least {spec.minimum}", "at_least", limit=spec.minimum)
+    return Unreadable(f"must be at most {spec.maximum}", "at_most", limit=spec.maximum)
 
 
 def _bool(spec: FieldSpec, value: Any, settings: Settings) -> bool:
@@ -147,7 +163,7 @@ def _bool(spec: FieldSpec, value: Any, settings: Settings) -> bool:
         return True
     if isinstance(value, str) and value.strip().lower() in NO:
         return False
-    raise ValueError("must be yes or no")
+    raise Unreadable("must be yes or no", "yes_or_no")
 
 
 def _date(spec: FieldSpec, value: Any, settings: Settings) -> date:
@@ -155,14 +171,14 @@ def _date(spec: FieldSpec, value: Any, settings: Settings) -> date:
     plain = isinstance(value, date) and not isinstance(value, datetime)
     day = value if plain else _iso(date, value)
     if day is None:
-        raise ValueError("must be a date like 2026-03-01")
+        raise Unreadable("must be a date like 2026-03-01", "date")
     return _plausible(day)
 
 
 def _datetime(spec: FieldSpec, value: Any, settings: Settings) -> datetime:
     moment = value if isinstance(value, datetime) else _iso(datetime, value)
     if moment is None:
-        raise ValueError("must be a date and time like 2026-03-01T14:00")
+        raise Unreadable("must be a date and time like 2026-03-01T14:00", "date_time")
     if moment.tzinfo is None:  # a local time, as people type it
         moment = moment.replace(tzinfo=settings.time_zone)
     return _plausible(moment)
@@ -179,13 +195,13 @@ def _iso(kind: type[Moment], value: Any) -> Moment | None:
 def _plausible(moment: Moment) -> Moment:
     # A year far out would overflow the reminders computed from it.
     if not 1900 <= moment.year <= 2200:
-        raise ValueError("must be a date between the years 1900 and 2200")
+        raise Unreadable("must be a date between the years 1900 and 2200", "date_range")
     return moment
 
 
 def _choice(spec: FieldSpec, value: Any, settings: Settings) -> str:
     if not isinstance(value, str) or value not in spec.choices:
-        raise ValueError(f"must be one of {', '.join(spec.choices)}")
+        raise Unreadable(f"must be one of {', '.join(spec.choices)}", "choose_listed")
     return value
 
 
@@ -193,16 +209,23 @@ def _email_list(spec: FieldSpec, value: Any, settings: Settings) -> list[str]:
     # A form sends the addresses as one text, comma-separated (the console's lines become commas).
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
-        raise ValueError("must be a list of email addresses")
+        raise Unreadable("must be a list of email addresses", "email_list")
     addresses = [item.strip().lower() for item in items if item.strip()]
     if len(addresses) > spec.max_items:
-        raise ValueError(f"must be at most {spec.max_items} addresses (it has {len(addresses)})")
+        raise Unreadable(
+            f"must be at most {spec.max_items} addresses (it has {len(addresses)})",
+            "too_many_addresses",
+            limit=spec.max_items,
+            length=len(addresses),
+        )
     for number, address in enumerate(addresses, start=1):
         if len(address) > MAX_ADDRESS:
-            raise ValueError(f"address {number} is longer than an email address can be")
+            raise Unreadable(
+                f"address {number} is longer than an email address can be", "email_list"
+            )
         _plain_text(address)
         if not ADDRESS.fullmatch(address):
-            raise ValueError(f"address {number} is not an email address")
+            raise Unreadable(f"address {number} is not an email address", "email_list")
     return addresses
 
 
