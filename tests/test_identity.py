@@ -266,7 +266,7 @@ def test_what_depends_on_the_owners_cases_is_told_only_on_confirming(
 
     refused = confirm_by_email(web, app, STRANGER)
     assert refused.status_code == 409
-    assert "you already have 1 open request(s)" in refused.text
+    assert "Sul on juba vastuseta pöördumine." in refused.text
     assert "<button>" in refused.text  # the link is not spent: it may be confirmed later
     assert cases(app) == 4
 

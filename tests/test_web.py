@@ -441,10 +441,14 @@ def test_a_request_to_a_mentor_of_the_same_organisation_is_refused_in_plain_word
     form = request_form(web, mentor_id, organisation="Tartu Linnavalitsus")
     page = web.post("/request", data=form)
     assert page.status_code == 409
-    assert "this mentor works in your organisation" in page.text
+    assert "See mentor töötab sinu organisatsioonis." in page.text
     assert "Teised sobivad mentorid" in page.text
     assert f'href="/mentors/{other_id}">Kadri Kask' in page.text
     assert QUESTION in page.text  # nothing typed is lost
+    web.get("/?lang=en")
+    page = web.post("/request", data=form | {"csrf": csrf_of(web.get("/apply"))})
+    assert "This mentor works in your organisation." in page.text
+    assert "organisatsioonis" not in page.text and "choose another" not in page.text
 
 
 def test_a_request_to_a_paused_mentor_is_refused(
@@ -453,7 +457,7 @@ def test_a_request_to_a_paused_mentor_is_refused(
     bring(app, clock, submit(app, MENTOR, "Mari Mets"), "paused", MENTOR)
     page = web.post("/request", data=request_form(web, person_id(app, MENTOR)))
     assert page.status_code == 409
-    assert "not taking requests" in page.text
+    assert "See mentor ei võta praegu pöördumisi vastu." in page.text
 
 
 def test_a_request_without_the_csrf_token_is_forbidden(

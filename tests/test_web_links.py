@@ -299,7 +299,7 @@ def test_a_step_the_page_no_longer_offers_is_refused_with_its_reason_shown(
     )
 
     assert again.status_code == 422
-    assert 'data-rule="state"' in again.text and "not possible in state" in again.text
+    assert 'data-rule="state"' in again.text and "ei saa selles seisus teha" in again.text
     assert state_of(app, ref) == "first_meeting"
 
 

@@ -20,7 +20,7 @@ from lifecycle.cases.pending import Waiting
 from lifecycle.errors import InvalidInput, Refused
 from lifecycle.web import auth
 from lifecycle.web.links import private, problem_page
-from lifecycle.web.pages import core, page, redirect
+from lifecycle.web.pages import core, field_errors, page, redirect, refusal_text
 from lifecycle.web.public import mentor_entry
 
 router = APIRouter(include_in_schema=False)
@@ -90,10 +90,12 @@ def confirm(request: Request, text: str, csrf: Annotated[str, Form()] = "") -> R
         if error.rule in LINK_RULES:  # used meanwhile, or expired: the page says which
             return private(redirect(f"/l/{text}/confirm"))
         assert waiting is not None
-        return _page(request, text, waiting, 409, refusal=error.reason)
+        return _page(request, text, waiting, 409, refusal=refusal_text(request, error))
     except InvalidInput as error:  # e.g. the mentor chosen has left the directory meanwhile
         assert waiting is not None
-        return _page(request, text, waiting, 422, refusal=error.message)
+        return _page(
+            request, text, waiting, 422, refusal=" ".join(field_errors(request, error).values())
+        )
     section = SECTIONS[waiting.kind]
     return private(
         page(

@@ -30,7 +30,14 @@ from lifecycle.store.models import (
 )
 from lifecycle.web import auth
 from lifecycle.web.links import ACTION_TRIGGERS, private, problem_page
-from lifecycle.web.pages import core, field_errors, language, page, redirect
+from lifecycle.web.pages import (
+    core,
+    field_errors,
+    language,
+    page,
+    redirect,
+    refusal_text,
+)
 from lifecycle.workflows import links
 from lifecycle.workflows.engine import Tx, load_case, roles_on
 
@@ -135,7 +142,7 @@ async def act(request: Request, ref: str, action: str) -> Response:
     except Refused as error:
         if error.rule in LINK_RULES:  # spent in another browser, too late, or erased meanwhile
             return problem_page(request, _link_text(request, token_id), error.rule)
-        refusal = {"reason": error.reason, "rule": error.rule}
+        refusal = {"reason": refusal_text(request, error), "rule": error.rule}
         return _act_page(request, ref, action, person_id, 422, refusal=refusal, **failed)
     except InvalidInput as error:
         errors = field_errors(request, error)

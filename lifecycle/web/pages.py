@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from lifecycle.bootstrap import App
-from lifecycle.errors import InvalidInput
+from lifecycle.errors import InvalidInput, Refused
 from lifecycle.store.models import LANGUAGES, REGION_LABELS, TOPIC_LABELS
 from lifecycle.web import auth
 
@@ -83,6 +83,12 @@ def field_errors(
         }
         shown.setdefault(name(problem.field), wording.format(**numbers))
     return shown
+
+
+def refusal_text(request: Request, error: Refused) -> str:
+    """Why the service refused, in the reader's language, by the rule that refused it."""
+    said = texts()["refusal"]
+    return said.get(error.rule, said["other"])[language(request)]
 
 
 def redirect(url: str) -> RedirectResponse:

@@ -32,7 +32,7 @@ from lifecycle.store.models import (
     REGIONS,
 )
 from lifecycle.web import auth, forms, limits
-from lifecycle.web.pages import core, field_errors, language, page
+from lifecycle.web.pages import core, field_errors, language, page, refusal_text
 from lifecycle.workflows import rounds
 from lifecycle.workflows.engine import Tx
 
@@ -186,7 +186,13 @@ def submit_request(
                 exclude={mentor_pk} if mentor_pk else set(),
             )
         return _request_form(
-            request, values, {}, 409, refusal=error.reason, rule=error.rule, others=others
+            request,
+            values,
+            {},
+            409,
+            refusal=refusal_text(request, error),
+            rule=error.rule,
+            others=others,
         )
     return _held_page(request, "request", held)
 
