@@ -431,6 +431,18 @@ def test_a_request_with_several_mistakes_shows_them_all_at_once_in_the_readers_l
         assert tx.session.scalar(select(func.count()).select_from(PendingSubmission)) == 0
 
 
+def test_a_request_names_the_mentees_organisation_so_the_horizontal_rule_can_hold(
+    app: App, clock: ManualClock, web: TestClient
+) -> None:
+    mentor_id = listed(app, clock, MENTOR, "Mari Mets")
+    page = web.post("/request", data=request_form(web, mentor_id, organisation=" "))
+    assert page.status_code == 422
+    errors = re.findall(r'<p class="error" id="([a-z_]+)-error">([^<]*)</p>', page.text)
+    assert errors == [("organisation", "Täida see väli.")]
+    with app.read() as tx:
+        assert tx.session.scalar(select(func.count()).select_from(PendingSubmission)) == 0
+
+
 def test_a_request_to_a_mentor_of_the_same_organisation_is_refused_in_plain_words(
     app: App, clock: ManualClock, web: TestClient
 ) -> None:

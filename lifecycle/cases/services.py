@@ -82,6 +82,8 @@ def _check_request_fields(tx: Tx, data: Mapping[str, Any]) -> None:
     """Every field of a request, refused all at once."""
     person = _person_fields(tx, data)
     language = person.pop("language")
+    # The horizontal rule compares organisations: a request without one would pass it unseen.
+    person["organisation"] = lambda: fields.text(data, "organisation")
     fields.collect({**person, **_request_fields(data), "language": language})
 
 
