@@ -1260,6 +1260,9 @@ def test_the_api_takes_a_request_and_explains_a_refusal(
     bad = web.post("/api/v1/requests", json=api_request("jaan", mentor_id))
     assert bad.status_code == 422
     assert bad.json()["detail"]["field"] == "email"
+    nameless = web.post("/api/v1/requests", json=api_request(MENTEE, mentor_id, organisation=""))
+    assert nameless.status_code == 422
+    assert nameless.json()["detail"]["field"] == "organisation"
     same = api_request(MENTEE, mentor_id, organisation="Tartu Linnavalitsus")
     refused = web.post("/api/v1/requests", json=same)
     assert refused.status_code == 422

@@ -90,7 +90,7 @@ class RequestBody(Body):
     name: Required
     email: Address = Field(description="the confirmation link is sent here")
     language: Language = Field("et", description="of the emails")
-    organisation: Line = Field("", description="where the mentee works (mentoring is horizontal)")
+    organisation: Required = Field(description="where the mentee works (mentoring is horizontal)")
     region: Region = Field("", description="a county, Kogu Eesti or Välismaa")
     topic: Topic
     question: Annotated[
