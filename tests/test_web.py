@@ -34,6 +34,7 @@ from lifecycle.store.models import (
     PendingSubmission,
     Person,
 )
+from lifecycle.web import public
 from lifecycle.web.app import create
 from lifecycle.workflows.engine import load_case
 from tests.conftest import (
@@ -276,6 +277,27 @@ def test_a_refused_or_unknown_address_is_a_page_in_the_readers_language_and_json
 
     api = browser(site).get("/api/v1/no-such-thing")
     assert api.status_code == 404 and api.json() == {"detail": "Not Found"}
+
+
+def test_an_unexpected_error_is_a_page_in_the_readers_language_with_the_usual_headers(
+    site: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(public, "search", broken)
+    client = TestClient(site, raise_server_exceptions=False)
+    for language, words in (("et", "Midagi läks valesti"), ("en", "Something went wrong")):
+        answer = client.get(f"/?lang={language}")
+        assert answer.status_code == 500
+        assert answer.headers["content-type"].startswith("text/html")
+        assert f'<html lang="{language}">' in answer.text and words in answer.text
+        assert "a bug" not in answer.text and "Traceback" not in answer.text
+        assert answer.headers["content-security-policy"] and answer.headers["cache-control"]
+    api = client.get("/api/v1/mentors")
+    assert api.status_code == 500 and "nothing was changed" in api.json()["detail"]
+    with pytest.raises(RuntimeError):  # still raised to the server, which logs it
+        TestClient(site).get("/")
 
 
 @web_layer_only

@@ -78,6 +78,39 @@ class InputGuard:
         await self.app(scope, replay, send)
 
 
+class ServerErrorPage:
+    """An unexpected error answered as a page in the reader's language (JSON under /api/),
+    with the session and the security headers of every answer. The error still goes up, so
+    the server logs it and a test sees it; the step's transaction was rolled back."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:
+            if not started:  # a half-sent answer cannot be replaced
+                request = Request(scope, receive)
+                if request.url.path.startswith("/api/"):
+                    detail = "an unexpected error; nothing was changed"
+                    answer: Response = JSONResponse({"detail": detail}, status_code=500)
+                else:
+                    answer = error_page(request, 500)
+                await answer(scope, receive, send)
+            raise
+
+
 def _input_problem(scope: Scope, body: bytes) -> tuple[int, str] | None:
     if len(body) > MAX_BODY:
         return 413, f"the request is too large: at most {MAX_BODY // 1024} KB"
@@ -104,6 +137,7 @@ ERROR_KINDS = {
     404: "not_found",
     405: "not_allowed",
     422: "bad_request",
+    500: "server_error",
 }
 
 
@@ -171,6 +205,8 @@ def create(core_app: App) -> FastAPI:
         title="Mentorlus", version="1", openapi_url="/openapi.json", docs_url=None, redoc_url=None
     )
     web.state.core = core_app
+    # Added first, so it runs inside the session: its page is in the reader's language.
+    web.add_middleware(ServerErrorPage)
     web.add_middleware(
         SessionMiddleware,
         secret_key=core_app.settings.secret_key.decode(),
