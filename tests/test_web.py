@@ -447,6 +447,12 @@ def test_a_request_with_several_mistakes_shows_them_all_at_once_in_the_readers_l
         # In the form's order, each beside its field, none in the service's English.
         assert [field for field, _ in errors] == ["name", "email", "region", "question"]
         assert all(said.startswith(word) for (_, said), word in zip(errors, words, strict=True))
+        # Listed at the top too, where the focus lands, each a link to its field.
+        summary = page.text.split('id="error-summary"', 1)[1].split("</div>", 1)[0]
+        assert "autofocus" in page.text.split('id="error-summary"', 1)[0].rsplit("<div", 1)[1]
+        linked = re.findall(r'<a href="#([a-z_]+)">([^<]*)</a>', summary)
+        assert [field for field, _ in linked] == ["name", "email", "region", "question"]
+        assert linked[1][1].startswith({"et": "E-post: ", "en": "Email: "}[language])
         assert 'value="jaan-at-example"' in page.text
         assert 'value="Pärnu Sotsiaalkeskus"' in page.text
     with app.read() as tx:
@@ -645,6 +651,10 @@ def test_an_application_with_several_mistakes_shows_them_all_at_once(
         "topics": "Vali vähemalt üks.",
         "background": "Täida see väli.",
     }
+    summary = page.text.split('id="error-summary"', 1)[1].split("</div>", 1)[0]
+    linked = re.findall(r'<a href="#([a-z_]+)">([^<]*)</a>', summary)
+    assert [field for field, _ in linked] == list(errors)
+    assert all(f'id="{field}"' in page.text for field, _ in linked)  # each link has its target
 
 
 def test_an_application_with_a_missing_field_keeps_everything_typed(
