@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import uuid
 from collections.abc import Iterator
@@ -9,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import create_engine, make_url, text
+
+from lifecycle.bootstrap import App
 
 
 def log(message: str) -> None:
@@ -31,3 +34,10 @@ def fresh_database(directory: Path, postgres: str | None, name: str) -> Iterator
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         admin.dispose()
+
+
+def server_version(app: App) -> str:
+    if app.engine.dialect.name == "sqlite":
+        return f"sqlite {sqlite3.sqlite_version}"
+    with app.engine.connect() as connection:
+        return f"postgresql {connection.exec_driver_sql('SHOW server_version').scalar()}"

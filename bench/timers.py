@@ -34,7 +34,6 @@ import argparse
 import os
 import platform
 import random
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -55,7 +54,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 # The imports below come after the sys.path fix above (ruff allows it).
 from sqlalchemy import Connection, Engine, event, update
 
-from bench.common import fresh_database, log
+from bench.common import fresh_database, log, server_version
 from lifecycle import bootstrap
 from lifecycle.bootstrap import App
 from lifecycle.config import load_settings
@@ -406,13 +405,6 @@ def main() -> None:
         print(f"claim_ms_{label(rows)}_range={min(spent[rows]):.3f}-{max(spent[rows]):.3f}")
     ratio = medians[args.large] / medians[args.small]
     print(f"scan_{label(args.large)}_vs_{label(args.small)}={ratio:.2f}")
-
-
-def server_version(app: App) -> str:
-    if app.engine.dialect.name == "sqlite":
-        return f"sqlite {sqlite3.sqlite_version}"
-    with app.engine.connect() as connection:
-        return f"postgresql {connection.exec_driver_sql('SHOW server_version').scalar()}"
 
 
 if __name__ == "__main__":

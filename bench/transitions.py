@@ -29,7 +29,6 @@ import gc
 import os
 import platform
 import resource
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -48,7 +47,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 # The imports below come after the sys.path fix above (ruff allows it).
 from sqlalchemy import func, insert, select, update
 
-from bench.common import fresh_database, log
+from bench.common import fresh_database, log, server_version
 from lifecycle import bootstrap
 from lifecycle.bootstrap import App
 from lifecycle.cases import services
@@ -440,13 +439,6 @@ def main() -> None:
     print(f"raw_per_s={raw_per_s:.0f}")
     print(memory, end="")
     print(f"advance_vs_raw={advance_per_s / raw_per_s:.2f}")
-
-
-def server_version(app: App) -> str:
-    if app.engine.dialect.name == "sqlite":
-        return f"sqlite {sqlite3.sqlite_version}"
-    with app.engine.connect() as connection:
-        return f"postgresql {connection.exec_driver_sql('SHOW server_version').scalar()}"
 
 
 if __name__ == "__main__":

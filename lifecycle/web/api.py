@@ -25,7 +25,7 @@ from lifecycle.directory.search import MAX_PAGE, Entry, Filters
 from lifecycle.errors import Conflict, InvalidInput, MentorlusError, NotFound, Refused
 from lifecycle.store.models import Person
 from lifecycle.web import auth
-from lifecycle.web.api_models import Advance
+from lifecycle.web.api_models import Advance, FieldProblem, Refusal, text_only
 from lifecycle.web.pages import core
 from lifecycle.web.public import directory_entries, mentor_entry
 
@@ -42,16 +42,6 @@ BEARER = HTTPBearer(
 
 class Problem(BaseModel):
     detail: str
-
-
-class Refusal(BaseModel):
-    rule: str = Field(description="the rule that refused, e.g. different_organisation")
-    reason: str
-
-
-class FieldProblem(BaseModel):
-    field: str = Field(description="the field that is wrong, e.g. email or credentials[0].year")
-    reason: str
 
 
 class Unprocessable(BaseModel):
@@ -96,25 +86,6 @@ def _problem(error: MentorlusError) -> HTTPException:
             status_code=422, detail={"field": error.field, "reason": error.message}
         )
     return HTTPException(status_code=422, detail=str(error))
-
-
-def text_only(value: Any, field: str = "body") -> None:
-    """Refuse what JSON can spell but no text column stores: lone UTF-16 surrogates (as
-    "\\udcff") and NUL. Neither is echoed back: a surrogate cannot even be encoded."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise InvalidInput(field, "must not contain NUL characters")
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            raise InvalidInput(field, "is not valid Unicode text (a lone surrogate)") from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            text_only(key, f"a field name in {field}")
-            text_only(item, key if field == "body" else f"{field}.{key}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            text_only(item, f"{field}[{index}]")
 
 
 def coordinator(

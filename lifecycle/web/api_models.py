@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
+from lifecycle.errors import InvalidInput
 from lifecycle.workflows.stepdata import INT_MAX, MAX_ADDRESS, MAX_ITEMS, MAX_TEXT
 
 # More than any step declares; unknown fields are refused by the step, naming them.
@@ -39,7 +40,7 @@ TRIGGER_LENGTH = 40  # as the audit trail keeps a trigger
 class AtMost:
     """Text of at most `limit` characters, counted on the Python string. Pydantic's own
     max_length reads the text as UTF-8 first and fails on a lone surrogate, which
-    `api.text_only` names by its field instead."""
+    `text_only` names by its field instead."""
 
     limit: int
 
@@ -127,3 +128,35 @@ class Advance(BaseModel):
             description="refuse with 409 unless the case is still at this version",
         ),
     ] = None
+
+
+# -- shared by the staff API and the public one -----------------------------------------------
+
+
+class Refusal(BaseModel):
+    rule: str = Field(description="the rule that refused, e.g. different_organisation")
+    reason: str
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(description="the field that is wrong, e.g. email or credentials[0].year")
+    reason: str
+
+
+def text_only(value: Any, field: str = "body") -> None:
+    """Refuse what JSON can spell but no text column stores: lone UTF-16 surrogates (as
+    "\\udcff") and NUL. Neither is echoed back: a surrogate cannot even be encoded."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidInput(field, "must not contain NUL characters")
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidInput(field, "is not valid Unicode text (a lone surrogate)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            text_only(key, f"a field name in {field}")
+            text_only(item, key if field == "body" else f"{field}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            text_only(item, f"{field}[{index}]")

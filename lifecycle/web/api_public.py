@@ -43,6 +43,7 @@ from lifecycle.store.models import (
     TOPICS,
 )
 from lifecycle.web import limits
+from lifecycle.web.api_models import FieldProblem, Refusal, text_only
 from lifecycle.web.pages import core
 
 
@@ -149,49 +150,14 @@ class TooMuchMail(BaseModel):
     detail: str
 
 
-class RuleRefused(BaseModel):
-    rule: str = Field(description="the rule that refused, e.g. different_organisation")
-    reason: str
-
-
-class WrongField(BaseModel):
-    field: str = Field(description="the field that is wrong, e.g. email or credentials[0].year")
-    reason: str
-
-
 class SubmissionRefused(BaseModel):
-    detail: RuleRefused | WrongField
+    detail: Refusal | FieldProblem
 
 
 SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"model": SubmissionRefused, "description": "a field is wrong, or a rule refused"},
     429: {"model": TooMuchMail, "description": "too much mail to this address or from here lately"},
 }
-
-
-def unstorable(value: Any, field: str = "body") -> WrongField | None:
-    """Text that JSON can spell but no column stores — a lone UTF-16 surrogate ("\\udcff"),
-    NUL — anywhere in the body, named by its field; never echoed back."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            return WrongField(field=field, reason="must not contain NUL characters")
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return WrongField(field=field, reason="is not valid Unicode text (a lone surrogate)")
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            problem = unstorable(key, f"a field name in {field}") or unstorable(
-                item, key if field == "body" else f"{field}.{key}"
-            )
-            if problem:
-                return problem
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            if problem := unstorable(item, f"{field}[{index}]"):
-                return problem
-    return None
 
 
 def _named(location: tuple[int | str, ...]) -> str:
@@ -214,14 +180,17 @@ class OneFieldErrors(APIRoute):
                 raw = await request.json()  # kept: the route reads the same body again
             except ValueError:  # not JSON at all: the model's own words say so
                 raw = None
-            problem = unstorable(raw)
-            if problem is None:
+            try:
+                text_only(raw)
+            except InvalidInput as unstorable:
+                problem = FieldProblem(field=unstorable.field, reason=unstorable.message)
+            else:
                 try:
                     return await handle(request)
                 except RequestValidationError as error:
                     first = error.errors()[0]
                     reason = str(first["msg"]).removeprefix("Value error, ")
-                    problem = WrongField(field=_named(tuple(first["loc"])), reason=reason)
+                    problem = FieldProblem(field=_named(tuple(first["loc"])), reason=reason)
             return JSONResponse({"detail": problem.model_dump()}, status_code=422)
 
         return checked
