@@ -439,6 +439,36 @@ def add_staff_logins(site: Site) -> None:
             )
 
 
+def fits(page: Page) -> bool:
+    """Nothing on the page is wider than the screen: it never scrolls sideways."""
+    wide: int = page.evaluate("document.documentElement.scrollWidth")
+    return wide <= page.evaluate("document.documentElement.clientWidth")
+
+
+def test_the_mentees_pages_fit_a_320_px_screen_in_both_languages(
+    new_page: Callable[[], Page], site: Site
+) -> None:
+    list_mentors(site)
+    site.deliver()
+    for language in ("et", "en"):
+        mentee = f"kati.{language}@example.ee"
+        page = new_page()
+        page.set_viewport_size({"width": 320, "height": 800})
+        page.goto(f"{site.base_url}/?lang={language}")
+        assert fits(page), (language, "directory")
+        page.locator(".cards .card a").first.click()
+        assert fits(page), (language, "mentor page")
+        page.locator("a.button[href^='/request']").click()
+        page.fill("#name", "Kati Kask")
+        page.fill("#email", mentee)
+        page.fill("#organisation", "Pärnu Sotsiaalkeskus")
+        page.fill("#question", "Kuidas toetada meeskonda, kui meie osakond liidetakse teisega?")
+        submit(page, page.locator("form[action='/request'] button"))
+        assert fits(page), (language, "request held")
+        page.goto(site.link(site.deliver(), mentee, "confirm_request"))
+        assert fits(page), (language, "confirmation page")
+
+
 def test_coordinator_takes_an_application_through_the_committee_vote_into_the_directory(
     new_page: Callable[[], Page], site: Site
 ) -> None:
